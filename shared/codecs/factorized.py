@@ -1,0 +1,194 @@
+"""Entropy coding of a quantized latent with a learned factorized prior (Entropic Student), torch-free.
+
+The prior's tables are what compressai's `EntropyBottleneck.update()` leaves behind —
+`_quantized_cdf` (C × L, 16-bit precision), `_cdf_length`, `_offset` — plus the channel medians;
+they are exported once to an `.npz` (see `FactorizedTables`). Quantization is compressai's:
+`symbol = round(latent - median)`, `latent' = symbol + median`.
+
+Coding uses `constriction`'s ANS coder (Rust, numpy in and out; chosen over compressai's C++ rANS,
+whose package imports torch — `benchmarks/codecs.py` measures both). Each channel's table becomes
+one categorical model, built once per codec, not per frame.
+
+Escapes: a symbol whose table index falls outside the table (index < 0 or ≥ pmf_length) is coded
+as the table's last ("overflow") entry and its value goes, as a little-endian int32, to a second
+byte string. So outliers round-trip exactly instead of being clipped.
+
+Wire layout: strings[0] = ANS words (uint32, little endian); strings[1] = escaped symbols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import constriction
+import numpy as np
+import numpy.typing as npt
+
+from shared.codecs.base import DEFAULT_LIMITS, CodecId, DecodeLimits, Payload, as_chw, expect_strings
+from shared.errors import CodecError, TablesError
+
+TABLE_KEYS = ("quantized_cdf", "cdf_length", "offset", "medians")
+
+
+@dataclass(frozen=True, eq=False)
+class FactorizedTables:
+    """Per-channel quantized CDFs of a factorized prior, as compressai's EntropyBottleneck has them."""
+
+    quantized_cdf: npt.NDArray[np.int32]  # (C, L): cdf[c, :cdf_length[c]] rises 0 .. 2**precision
+    cdf_length: npt.NDArray[np.int32]  # (C,): pmf_length + 2 (the overflow entry and the leading 0)
+    offset: npt.NDArray[np.int32]  # (C,): the symbol value of table index 0
+    medians: npt.NDArray[np.float32]  # (C,): quantization centres
+    precision: int = 16
+
+    def __post_init__(self) -> None:
+        cdf, length = self.quantized_cdf, self.cdf_length
+        channels = cdf.shape[0] if cdf.ndim == 2 else -1
+        if channels < 1 or any(a.shape != (channels,) for a in (length, self.offset, self.medians)):
+            raise TablesError(
+                "tables must be quantized_cdf (C, L) with cdf_length, offset, medians of shape (C,); "
+                f"got {cdf.shape}, {length.shape}, {self.offset.shape}, {self.medians.shape}"
+            )
+        if length.min() < 3 or length.max() > cdf.shape[1]:
+            raise TablesError(f"cdf_length must be in 3..{cdf.shape[1]}, got {length.min()}..{length.max()}")
+        top = 1 << self.precision
+        for c in range(channels):
+            row = cdf[c, : length[c]]
+            if row[0] != 0 or row[-1] != top or np.any(np.diff(row) <= 0):
+                raise TablesError(
+                    f"channel {c}: a CDF must rise strictly from 0 to {top} (no empty symbol)"
+                )
+
+    @property
+    def channels(self) -> int:
+        return int(self.quantized_cdf.shape[0])
+
+    def pmfs(self) -> list[npt.NDArray[np.float64]]:
+        """Per channel, the probability of each table index (the last one is the overflow entry)."""
+        scale = float(1 << self.precision)
+        return [np.diff(self.quantized_cdf[c, : self.cdf_length[c]]) / scale for c in range(self.channels)]
+
+    def take(self, channels: int) -> FactorizedTables:
+        """The first `channels` tables: a slimmable encoder at a lower width uses a channel prefix."""
+        if not 1 <= channels <= self.channels:
+            raise TablesError(f"cannot take {channels} channels from tables of {self.channels}")
+        return FactorizedTables(
+            self.quantized_cdf[:channels],
+            self.cdf_length[:channels],
+            self.offset[:channels],
+            self.medians[:channels],
+            self.precision,
+        )
+
+    def save(self, path: Path | str, prefix: str = "") -> None:
+        arrays = {prefix + k: getattr(self, k) for k in TABLE_KEYS}
+        arrays[prefix + "precision"] = np.array(self.precision, dtype=np.int32)
+        np.savez(path, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: Path | str, prefix: str = "") -> FactorizedTables:
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return cls(
+                    np.ascontiguousarray(npz[prefix + "quantized_cdf"], dtype=np.int32),
+                    np.ascontiguousarray(npz[prefix + "cdf_length"], dtype=np.int32),
+                    np.ascontiguousarray(npz[prefix + "offset"], dtype=np.int32),
+                    np.ascontiguousarray(npz[prefix + "medians"], dtype=np.float32),
+                    int(npz[prefix + "precision"]),
+                )
+        except KeyError as exc:
+            raise TablesError(f"{path}: missing table {exc}; expected keys {TABLE_KEYS}") from exc
+
+
+@dataclass(frozen=True, eq=False)
+class FactorizedAnsCodec:
+    """Quantize around the medians and ANS-code each channel with its own table."""
+
+    tables: FactorizedTables
+    limits: DecodeLimits = DEFAULT_LIMITS
+    codec_id: CodecId = CodecId.FACTORIZED_ANS
+    _models: list[object] = field(init=False, repr=False)
+    _pmf_length: npt.NDArray[np.int32] = field(init=False, repr=False)
+    _medians: npt.NDArray[np.float32] = field(init=False, repr=False)
+    _offset: npt.NDArray[np.int32] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Built once: a Categorical model per channel (the hot path only looks them up).
+        models = [
+            constriction.stream.model.Categorical(pmf, perfect=False) for pmf in self.tables.pmfs()
+        ]
+        object.__setattr__(self, "_models", models)
+        object.__setattr__(self, "_pmf_length", (self.tables.cdf_length - 2)[:, None])
+        object.__setattr__(self, "_medians", self.tables.medians[:, None, None])
+        object.__setattr__(self, "_offset", self.tables.offset[:, None])
+
+    # -- symbols: the lossless part -------------------------------------------------------------
+    def quantize(self, latent: npt.NDArray[np.floating]) -> npt.NDArray[np.int32]:
+        """compressai's `quantize(x, "symbols", medians)`: round half to even around the medians."""
+        chw = as_chw(latent)
+        self._check_channels(chw.shape[0])
+        return np.rint(chw.astype(np.float32) - self._medians).astype(np.int32)
+
+    def dequantize(self, symbols: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
+        return symbols.astype(np.float32) + self._medians[: symbols.shape[0]]
+
+    def encode_symbols(self, symbols: npt.NDArray[np.int32]) -> Payload:
+        chw = as_chw(symbols)
+        channels = chw.shape[0]
+        self._check_channels(channels)
+        flat = chw.reshape(channels, -1).astype(np.int32, copy=False)
+        index = flat - self._offset[:channels]
+        pmf_length = self._pmf_length[:channels]
+        escaped = (index < 0) | (index >= pmf_length)
+        escapes = flat[escaped]  # row-major: the decoder refills them in the same order
+        index = np.where(escaped, pmf_length, index).astype(np.int32)
+        coder = constriction.stream.stack.AnsCoder()
+        for c in range(channels - 1, -1, -1):  # ANS is a stack: push the last channel first
+            coder.encode_reverse(index[c], self._models[c])
+        words = coder.get_compressed().astype("<u4", copy=False).tobytes()
+        shape = tuple(int(d) for d in chw.shape)
+        return Payload(self.codec_id, shape, (words, escapes.astype("<i4").tobytes()))
+
+    def decode_symbols(self, payload: Payload) -> npt.NDArray[np.int32]:
+        self.limits.check_latent(payload, self.codec_id)
+        words_bytes, escape_bytes = expect_strings(payload, 2)
+        channels, height, width = payload.shape
+        self._check_channels(channels)
+        if len(words_bytes) % 4 or len(escape_bytes) % 4:
+            raise CodecError("ANS words and escapes must be whole 4-byte words; payload truncated?")
+        words = np.frombuffer(words_bytes, dtype="<u4").astype(np.uint32)
+        if words.size and words[-1] == 0:
+            raise CodecError("ANS stream ends in a zero word: not produced by this encoder")
+        per_channel = height * width
+        index = np.empty((channels, per_channel), dtype=np.int32)
+        try:
+            coder = constriction.stream.stack.AnsCoder(words)
+            for c in range(channels):
+                index[c] = coder.decode(self._models[c], per_channel)
+            leftover = not coder.is_empty()
+        except (ValueError, RuntimeError, AssertionError) as exc:
+            raise CodecError(f"corrupt ANS stream: {exc}") from exc
+        if leftover:
+            raise CodecError("ANS stream holds more data than the declared shape: corrupt or wrong shape")
+        escaped = index == self._pmf_length[:channels]
+        escapes = np.frombuffer(escape_bytes, dtype="<i4")
+        if int(escaped.sum()) != escapes.size:
+            raise CodecError(
+                f"{int(escaped.sum())} escaped symbols in the stream but {escapes.size} escape values"
+            )
+        symbols = index + self._offset[:channels]
+        symbols[escaped] = escapes
+        return symbols.reshape(channels, height, width)
+
+    # -- the Codec interface: float latent in, dequantized latent out ---------------------------
+    def encode(self, array: npt.NDArray[np.generic]) -> Payload:
+        return self.encode_symbols(self.quantize(np.asarray(array, dtype=np.float32)))
+
+    def decode(self, payload: Payload) -> npt.NDArray[np.float32]:
+        return self.dequantize(self.decode_symbols(payload))
+
+    def _check_channels(self, channels: int) -> None:
+        if not 1 <= channels <= self.tables.channels:
+            raise CodecError(
+                f"latent has {channels} channels; the prior's tables cover 1..{self.tables.channels}"
+            )

@@ -1,0 +1,78 @@
+"""Whole-frame codecs for the full-offload branch: JPEG and WebP (RGB, uint8, H × W × 3).
+
+Pillow reads the header first, so the declared size is checked against the limits before any
+pixel is decoded (its own decompression-bomb check is a second net).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from shared.codecs.base import DEFAULT_LIMITS, CodecId, DecodeLimits, Payload, expect_strings
+from shared.errors import CodecError, LimitExceeded
+
+_FORMATS = {CodecId.JPEG: "JPEG", CodecId.WEBP: "WEBP"}
+
+
+@dataclass(frozen=True)
+class ImageCodec:
+    """JPEG or WebP at a given quality (1..100). Colour order is RGB on both sides."""
+
+    codec_id: CodecId = CodecId.JPEG
+    quality: int = 90
+    limits: DecodeLimits = DEFAULT_LIMITS
+
+    def __post_init__(self) -> None:
+        if self.codec_id not in _FORMATS:
+            raise ValueError(f"ImageCodec codes {sorted(_FORMATS)}, not {self.codec_id!r}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be in 1..100, got {self.quality}")
+
+    def encode(self, array: npt.NDArray[np.generic]) -> Payload:
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise CodecError(f"an image must be uint8 (H, W, 3) RGB, got {array.dtype} {array.shape}")
+        buffer = io.BytesIO()
+        Image.fromarray(array, "RGB").save(buffer, format=_FORMATS[self.codec_id], quality=self.quality)
+        return Payload(self.codec_id, tuple(int(d) for d in array.shape), (buffer.getvalue(),))
+
+    def decode(self, payload: Payload) -> npt.NDArray[np.uint8]:
+        if payload.codec != self.codec_id:
+            raise CodecError(f"payload has codec {payload.codec!r}, this decoder reads {self.codec_id!r}")
+        (data,) = expect_strings(payload, 1)
+        if len(data) > self.limits.max_payload_bytes:
+            raise LimitExceeded(f"{len(data)} image bytes, at most {self.limits.max_payload_bytes}")
+        return decode_image(data, _FORMATS[self.codec_id], self.limits, payload.shape or None)
+
+
+def decode_image(
+    data: bytes,
+    expected_format: str | None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    shape: tuple[int, ...] | None = None,
+) -> npt.NDArray[np.uint8]:
+    """Decode JPEG/WebP/PNG bytes to RGB, checking the header before the pixels."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > limits.max_image_pixels:
+                raise LimitExceeded(
+                    f"image of {width}×{height} pixels, at most {limits.max_image_pixels} pixels"
+                )
+            if expected_format is not None and image.format != expected_format:
+                raise CodecError(f"bytes hold a {image.format} image, expected {expected_format}")
+            if shape is not None and tuple(shape) != (height, width, 3):
+                raise CodecError(f"image is {height}×{width}, the request declares {shape}")
+            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except CodecError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Warning) as exc:
+        raise CodecError(f"cannot decode image: {exc}") from exc
+    return pixels
