@@ -10,8 +10,9 @@ whose package imports torch — `benchmarks/codecs.py` measures both). Each chan
 one categorical model, built once per codec, not per frame.
 
 Escapes: a symbol whose table index falls outside the table (index < 0 or ≥ pmf_length) is coded
-as the table's last ("overflow") entry and its value goes, as a little-endian int32, to a second
-byte string. So outliers round-trip exactly instead of being clipped.
+as the table's last ("overflow") entry, and its distance beyond the table's edge goes to a second
+byte string as a varint (even: above the table, odd: below). So outliers round-trip exactly instead
+of being clipped, and a near miss costs one byte, not four.
 
 Wire layout: strings[0] = ANS words (uint32, little endian); strings[1] = escaped symbols.
 """
@@ -25,6 +26,7 @@ import constriction
 import numpy as np
 import numpy.typing as npt
 
+from shared.codecs import varint
 from shared.codecs.base import DEFAULT_LIMITS, CodecId, DecodeLimits, Payload, as_chw, expect_strings
 from shared.errors import CodecError, TablesError
 
@@ -127,7 +129,8 @@ class FactorizedAnsCodec:
         """compressai's `quantize(x, "symbols", medians)`: round half to even around the medians."""
         chw = as_chw(latent)
         self._check_channels(chw.shape[0])
-        return np.rint(chw.astype(np.float32) - self._medians).astype(np.int32)
+        medians = self._medians[: chw.shape[0]]
+        return np.rint(chw.astype(np.float32) - medians).astype(np.int32)
 
     def dequantize(self, symbols: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
         return symbols.astype(np.float32) + self._medians[: symbols.shape[0]]
@@ -140,25 +143,23 @@ class FactorizedAnsCodec:
         index = flat - self._offset[:channels]
         pmf_length = self._pmf_length[:channels]
         escaped = (index < 0) | (index >= pmf_length)
-        escapes = flat[escaped]  # row-major: the decoder refills them in the same order
+        escapes = _escape_distances(flat, self._offset[:channels], pmf_length, escaped)
         index = np.where(escaped, pmf_length, index).astype(np.int32)
         coder = constriction.stream.stack.AnsCoder()
         for c in range(channels - 1, -1, -1):  # ANS is a stack: push the last channel first
             coder.encode_reverse(index[c], self._models[c])
         words = coder.get_compressed().astype("<u4", copy=False).tobytes()
         shape = tuple(int(d) for d in chw.shape)
-        return Payload(self.codec_id, shape, (words, escapes.astype("<i4").tobytes()))
+        return Payload(self.codec_id, shape, (words, varint.encode(escapes)))
 
     def decode_symbols(self, payload: Payload) -> npt.NDArray[np.int32]:
         self.limits.check_latent(payload, self.codec_id)
         words_bytes, escape_bytes = expect_strings(payload, 2)
         channels, height, width = payload.shape
         self._check_channels(channels)
-        if len(words_bytes) % 4 or len(escape_bytes) % 4:
-            raise CodecError("ANS words and escapes must be whole 4-byte words; payload truncated?")
+        if len(words_bytes) % 4:
+            raise CodecError("ANS words must be whole 4-byte words; payload truncated?")
         words = np.frombuffer(words_bytes, dtype="<u4").astype(np.uint32)
-        if words.size and words[-1] == 0:
-            raise CodecError("ANS stream ends in a zero word: not produced by this encoder")
         per_channel = height * width
         index = np.empty((channels, per_channel), dtype=np.int32)
         try:
@@ -170,14 +171,14 @@ class FactorizedAnsCodec:
             raise CodecError(f"corrupt ANS stream: {exc}") from exc
         if leftover:
             raise CodecError("ANS stream holds more data than the declared shape: corrupt or wrong shape")
-        escaped = index == self._pmf_length[:channels]
-        escapes = np.frombuffer(escape_bytes, dtype="<i4")
-        if int(escaped.sum()) != escapes.size:
-            raise CodecError(
-                f"{int(escaped.sum())} escaped symbols in the stream but {escapes.size} escape values"
-            )
+        pmf_length = self._pmf_length[:channels]
+        escaped = index == pmf_length
+        distances = varint.decode(escape_bytes, count=int(escaped.sum()))
         symbols = index + self._offset[:channels]
-        symbols[escaped] = escapes
+        if distances.size:
+            symbols[escaped] = _symbols_from_distances(
+                distances, np.nonzero(escaped)[0], self.tables.offset, self.tables.cdf_length - 2
+            )
         return symbols.reshape(channels, height, width)
 
     # -- the Codec interface: float latent in, dequantized latent out ---------------------------
@@ -192,3 +193,34 @@ class FactorizedAnsCodec:
             raise CodecError(
                 f"latent has {channels} channels; the prior's tables cover 1..{self.tables.channels}"
             )
+
+
+def _escape_distances(
+    flat: npt.NDArray[np.int32],
+    offset: npt.NDArray[np.int32],
+    pmf_length: npt.NDArray[np.int32],
+    escaped: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.uint64]:
+    """Zig-zag distance of each escaped symbol beyond its table, in row-major order."""
+    rows = np.nonzero(escaped)[0]
+    values = flat[escaped].astype(np.int64)
+    low = offset[rows, 0].astype(np.int64)
+    high = low + pmf_length[rows, 0]  # first value above the table
+    above = values >= high
+    distance = np.where(above, 2 * (values - high), 2 * (low - 1 - values) + 1)
+    return distance.astype(np.uint64)
+
+
+def _symbols_from_distances(
+    distances: npt.NDArray[np.uint64],
+    rows: npt.NDArray[np.intp],
+    offset: npt.NDArray[np.int32],
+    pmf_length: npt.NDArray[np.int32],
+) -> npt.NDArray[np.int32]:
+    half = (distances >> np.uint64(1)).astype(np.int64)
+    low = offset[rows].astype(np.int64)
+    high = low + pmf_length[rows]
+    values = np.where(distances & np.uint64(1), low - 1 - half, high + half)
+    if values.min() < np.iinfo(np.int32).min or values.max() > np.iinfo(np.int32).max:
+        raise CodecError("an escaped symbol lies outside int32: corrupt escape stream")
+    return values.astype(np.int32)
