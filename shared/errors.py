@@ -1,9 +1,9 @@
 """Typed errors of splitedge, as a tree. Catch the narrowest one you can act on.
 
-    SplitEdgeError                 anything splitedge raises on purpose
-     ├── CodecError                payload bytes that cannot be decoded (malformed, truncated, wrong codec)
-     │    └── LimitExceeded        declared sizes beyond the configured limits; nothing was allocated
-     └── TablesError               entropy tables that are inconsistent or do not fit the latent
+    SplitEdgeError            anything splitedge raises on purpose
+     ├── CodecError           bytes that cannot be decoded (malformed, truncated, wrong codec)
+     │    └── LimitExceeded   declared sizes beyond the configured limits; nothing was allocated
+     └── TablesError          entropy tables that are inconsistent or do not fit the latent
 
 Every message says what was wrong, what was expected, and what to do where that is not obvious.
 """

@@ -39,6 +39,9 @@ def test_the_probe_would_notice_torch() -> None:
     """Guard the guard: the same probe reports torch when a module does import it."""
     result = subprocess.run(
         [sys.executable, "-c", "import torch\n" + PROBE],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "torch" in json.loads(result.stdout)["loaded"]

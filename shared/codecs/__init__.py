@@ -1,8 +1,8 @@
 """Feature and image codecs (torch-free): one interface, a stable id on the wire.
 
-    codec = make_codec(CodecId.FACTORIZED_ANS, tables=FactorizedTables.load("entropy.npz"))
-    payload = codec.encode(latent)        # Payload(codec, shape, strings)
-    latent2 = codec.decode(payload)       # validated against DecodeLimits first
+codec = make_codec(CodecId.FACTORIZED_ANS, tables=FactorizedTables.load("entropy.npz"))
+payload = codec.encode(latent)        # Payload(codec, shape, strings)
+latent2 = codec.decode(payload)       # validated against DecodeLimits first
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The codec interface: `encode(array) -> Payload`, `decode(Payload) -> array`, a stable id on the wire.
+"""The codec interface: `encode(array) -> Payload`, `decode(Payload) -> array`, a wire id.
 
 A Payload is what crosses the link: the codec id, the shape the receiver must rebuild, and a list
 of byte strings (as compressai's `compress()` returns them). Decoders validate the declared shape
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -54,9 +54,13 @@ class DecodeLimits:
 
     def check_payload(self, payload: Payload, expected: CodecId, rank: int) -> None:
         if payload.codec != expected:
-            raise CodecError(f"payload has codec {payload.codec!r}, this decoder reads {expected!r}")
+            raise CodecError(
+                f"payload has codec {payload.codec!r}, this decoder reads {expected!r}"
+            )
         if len(payload.shape) != rank:
-            raise CodecError(f"shape {payload.shape} has rank {len(payload.shape)}, expected {rank}")
+            raise CodecError(
+                f"shape {payload.shape} has rank {len(payload.shape)}, expected {rank}"
+            )
         if any(d <= 0 or d > self.max_latent_dim for d in payload.shape):
             raise LimitExceeded(
                 f"shape {payload.shape}: every dimension must be in 1..{self.max_latent_dim}"
@@ -72,7 +76,8 @@ class DecodeLimits:
         elements = math.prod(payload.shape)
         if elements > self.max_latent_elements:
             raise LimitExceeded(
-                f"latent {payload.shape} has {elements} elements, at most {self.max_latent_elements}"
+                f"latent {payload.shape} has {elements} elements, "
+                f"at most {self.max_latent_elements}"
             )
         return elements
 
@@ -83,17 +88,21 @@ DEFAULT_LIMITS = DecodeLimits()
 class Codec(Protocol):
     """What every codec offers. Implementations are immutable and safe to share across threads."""
 
-    codec_id: CodecId
+    @property
+    def codec_id(self) -> CodecId: ...
 
     def encode(self, array: npt.NDArray[np.generic]) -> Payload: ...
 
     def decode(self, payload: Payload) -> npt.NDArray[np.generic]: ...
 
 
-def as_chw(latent: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+_Scalar = TypeVar("_Scalar", bound=np.generic)
+
+
+def as_chw(latent: np.ndarray[Any, np.dtype[_Scalar]]) -> np.ndarray[Any, np.dtype[_Scalar]]:
     """Accept (C, H, W) or (1, C, H, W); the wire carries one frame per payload."""
     if latent.ndim == 4 and latent.shape[0] == 1:
-        return latent[0]
+        return latent.reshape(latent.shape[1:])
     if latent.ndim != 3:
         raise CodecError(f"latent must be (C, H, W) or (1, C, H, W), got shape {latent.shape}")
     return latent

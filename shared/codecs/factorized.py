@@ -1,4 +1,6 @@
-"""Entropy coding of a quantized latent with a learned factorized prior (Entropic Student), torch-free.
+"""Entropy coding of a quantized latent with a learned factorized prior (Entropic Student).
+
+Torch-free.
 
 The prior's tables are what compressai's `EntropyBottleneck.update()` leaves behind —
 `_quantized_cdf` (C × L, 16-bit precision), `_cdf_length`, `_offset` — plus the channel medians;
@@ -21,13 +23,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import constriction
 import numpy as np
 import numpy.typing as npt
 
 from shared.codecs import varint
-from shared.codecs.base import DEFAULT_LIMITS, CodecId, DecodeLimits, Payload, as_chw, expect_strings
+from shared.codecs.base import (
+    DEFAULT_LIMITS,
+    CodecId,
+    DecodeLimits,
+    Payload,
+    as_chw,
+    expect_strings,
+)
 from shared.errors import CodecError, TablesError
 
 TABLE_KEYS = ("quantized_cdf", "cdf_length", "offset", "medians")
@@ -35,7 +45,7 @@ TABLE_KEYS = ("quantized_cdf", "cdf_length", "offset", "medians")
 
 @dataclass(frozen=True, eq=False)
 class FactorizedTables:
-    """Per-channel quantized CDFs of a factorized prior, as compressai's EntropyBottleneck has them."""
+    """Per-channel quantized CDFs of a factorized prior, as compressai's EntropyBottleneck has."""
 
     quantized_cdf: npt.NDArray[np.int32]  # (C, L): cdf[c, :cdf_length[c]] rises 0 .. 2**precision
     cdf_length: npt.NDArray[np.int32]  # (C,): pmf_length + 2 (the overflow entry and the leading 0)
@@ -48,11 +58,14 @@ class FactorizedTables:
         channels = cdf.shape[0] if cdf.ndim == 2 else -1
         if channels < 1 or any(a.shape != (channels,) for a in (length, self.offset, self.medians)):
             raise TablesError(
-                "tables must be quantized_cdf (C, L) with cdf_length, offset, medians of shape (C,); "
+                "tables must be quantized_cdf (C, L) with cdf_length, offset, medians of shape "
+                "(C,); "
                 f"got {cdf.shape}, {length.shape}, {self.offset.shape}, {self.medians.shape}"
             )
         if length.min() < 3 or length.max() > cdf.shape[1]:
-            raise TablesError(f"cdf_length must be in 3..{cdf.shape[1]}, got {length.min()}..{length.max()}")
+            raise TablesError(
+                f"cdf_length must be in 3..{cdf.shape[1]}, got {length.min()}..{length.max()}"
+            )
         top = 1 << self.precision
         for c in range(channels):
             row = cdf[c, : length[c]]
@@ -68,10 +81,13 @@ class FactorizedTables:
     def pmfs(self) -> list[npt.NDArray[np.float64]]:
         """Per channel, the probability of each table index (the last one is the overflow entry)."""
         scale = float(1 << self.precision)
-        return [np.diff(self.quantized_cdf[c, : self.cdf_length[c]]) / scale for c in range(self.channels)]
+        return [
+            np.diff(self.quantized_cdf[c, : self.cdf_length[c]]) / scale
+            for c in range(self.channels)
+        ]
 
     def take(self, channels: int) -> FactorizedTables:
-        """The first `channels` tables: a slimmable encoder at a lower width uses a channel prefix."""
+        """The first `channels` tables: a slimmable encoder at lower width uses a channel prefix."""
         if not 1 <= channels <= self.channels:
             raise TablesError(f"cannot take {channels} channels from tables of {self.channels}")
         return FactorizedTables(
@@ -85,7 +101,7 @@ class FactorizedTables:
     def save(self, path: Path | str, prefix: str = "") -> None:
         arrays = {prefix + k: getattr(self, k) for k in TABLE_KEYS}
         arrays[prefix + "precision"] = np.array(self.precision, dtype=np.int32)
-        np.savez(path, **arrays)  # type: ignore[arg-type]
+        np.savez(path, **arrays)
 
     @classmethod
     def load(cls, path: Path | str, prefix: str = "") -> FactorizedTables:
@@ -125,7 +141,7 @@ class FactorizedAnsCodec:
         object.__setattr__(self, "_offset", self.tables.offset[:, None])
 
     # -- symbols: the lossless part -------------------------------------------------------------
-    def quantize(self, latent: npt.NDArray[np.floating]) -> npt.NDArray[np.int32]:
+    def quantize(self, latent: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.int32]:
         """compressai's `quantize(x, "symbols", medians)`: round half to even around the medians."""
         chw = as_chw(latent)
         self._check_channels(chw.shape[0])
@@ -170,7 +186,9 @@ class FactorizedAnsCodec:
         except (ValueError, RuntimeError, AssertionError) as exc:
             raise CodecError(f"corrupt ANS stream: {exc}") from exc
         if leftover:
-            raise CodecError("ANS stream holds more data than the declared shape: corrupt or wrong shape")
+            raise CodecError(
+                "ANS stream holds more data than the declared shape: corrupt or wrong shape"
+            )
         pmf_length = self._pmf_length[:channels]
         escaped = index == pmf_length
         distances = varint.decode(escape_bytes, count=int(escaped.sum()))
@@ -191,7 +209,8 @@ class FactorizedAnsCodec:
     def _check_channels(self, channels: int) -> None:
         if not 1 <= channels <= self.tables.channels:
             raise CodecError(
-                f"latent has {channels} channels; the prior's tables cover 1..{self.tables.channels}"
+                f"latent has {channels} channels; "
+                f"the prior's tables cover 1..{self.tables.channels}"
             )
 
 

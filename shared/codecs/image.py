@@ -36,14 +36,20 @@ class ImageCodec:
 
     def encode(self, array: npt.NDArray[np.generic]) -> Payload:
         if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-            raise CodecError(f"an image must be uint8 (H, W, 3) RGB, got {array.dtype} {array.shape}")
+            raise CodecError(
+                f"an image must be uint8 (H, W, 3) RGB, got {array.dtype} {array.shape}"
+            )
         buffer = io.BytesIO()
-        Image.fromarray(array, "RGB").save(buffer, format=_FORMATS[self.codec_id], quality=self.quality)
+        Image.fromarray(array, "RGB").save(
+            buffer, format=_FORMATS[self.codec_id], quality=self.quality
+        )
         return Payload(self.codec_id, tuple(int(d) for d in array.shape), (buffer.getvalue(),))
 
     def decode(self, payload: Payload) -> npt.NDArray[np.uint8]:
         if payload.codec != self.codec_id:
-            raise CodecError(f"payload has codec {payload.codec!r}, this decoder reads {self.codec_id!r}")
+            raise CodecError(
+                f"payload has codec {payload.codec!r}, this decoder reads {self.codec_id!r}"
+            )
         (data,) = expect_strings(payload, 1)
         if len(data) > self.limits.max_payload_bytes:
             raise LimitExceeded(f"{len(data)} image bytes, at most {self.limits.max_payload_bytes}")

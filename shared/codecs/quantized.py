@@ -14,7 +14,14 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.codecs import zstd_frames
-from shared.codecs.base import DEFAULT_LIMITS, CodecId, DecodeLimits, Payload, as_chw, expect_strings
+from shared.codecs.base import (
+    DEFAULT_LIMITS,
+    CodecId,
+    DecodeLimits,
+    Payload,
+    as_chw,
+    expect_strings,
+)
 from shared.errors import CodecError
 
 _HEADER = struct.Struct("<ff")

@@ -40,7 +40,9 @@ def decode(data: bytes, count: int) -> npt.NDArray[np.uint64]:
     raw = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(raw < 0x80)
     if ends.size != count or (raw.size and (ends.size == 0 or ends[-1] != raw.size - 1)):
-        raise CodecError(f"escape stream holds {ends.size} values (+ trailing bytes?), expected {count}")
+        raise CodecError(
+            f"escape stream holds {ends.size} values (+ trailing bytes?), expected {count}"
+        )
     if count == 0:
         return np.zeros(0, dtype=np.uint64)
     starts = np.concatenate(([0], ends[:-1] + 1))

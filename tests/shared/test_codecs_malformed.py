@@ -1,4 +1,4 @@
-"""Hostile payloads: random bytes, truncation, absurd shapes, wrong codec ids -> the typed error, fast."""
+"""Hostile payloads (random bytes, truncation, absurd shapes, wrong ids) -> a typed error, fast."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def test_factorized_detects_missing_or_extra_escapes_and_wrong_shape() -> None:
 
 @pytest.mark.parametrize("codec_id", LATENT_CODECS)
 @pytest.mark.parametrize(
-    "shape", [(1_000_000, 1_000_000, 1_000_000), (8, 0, 16), (8, 12), (2**31, 1, 1), (8, 4096, 4096)]
+    "shape",
+    [(1_000_000, 1_000_000, 1_000_000), (8, 0, 16), (8, 12), (2**31, 1, 1), (8, 4096, 4096)],
 )
 def test_absurd_shapes_are_refused_before_allocation(codec_id, shape) -> None:
     payload = valid_payload(codec_id)

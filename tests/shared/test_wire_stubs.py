@@ -19,7 +19,8 @@ def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools")
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--out", str(tmp_path)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     generated = sorted(p.name for p in tmp_path.glob("*_pb2*"))
     assert generated == ["splitedge_pb2.py", "splitedge_pb2.pyi", "splitedge_pb2_grpc.py"]
@@ -38,9 +39,13 @@ def test_codec_ids_are_the_wire_enum() -> None:
 
 def test_request_carries_what_the_protocol_promises() -> None:
     request = pb.InferRequest(
-        stream_id="cam0", frame_id=7, model_name="demo", branch_id="split-w0.5",
+        stream_id="cam0",
+        frame_id=7,
+        model_name="demo",
+        branch_id="split-w0.5",
         latent=pb.Latent(codec=pb.CODEC_FACTORIZED_ANS, shape=[4, 8, 8], strings=[b"ab", b""]),
-        original_size=pb.ImageSize(width=640, height=480), deadline_unix_ns=123,
+        original_size=pb.ImageSize(width=640, height=480),
+        deadline_unix_ns=123,
     )
     decoded = pb.InferRequest.FromString(request.SerializeToString())
     assert decoded.WhichOneof("payload") == "latent"

@@ -1,0 +1,38 @@
+# The two commands a newcomer needs are the README's first lines; everything else is detail.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: setup test lint typecheck unit bench-codecs protos clean
+
+# One virtual environment with every extra (device, edge, train, dev), pinned by constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The test command (README, .ci/run): lint, types, then the tests.
+test: setup lint typecheck unit
+
+lint: setup
+	$(PY) -m ruff check .
+
+typecheck: setup
+	$(PY) -m mypy
+
+unit: setup
+	$(PY) -m pytest
+
+bench-codecs: setup
+	$(PY) -m benchmarks.codecs
+
+# Regenerate shared/wire/ after editing proto/ (a test fails while they differ).
+protos: setup
+	$(PY) scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
