@@ -3,7 +3,19 @@
     SplitEdgeError            anything splitedge raises on purpose
      ├── CodecError           bytes that cannot be decoded (malformed, truncated, wrong codec)
      │    └── LimitExceeded   declared sizes beyond the configured limits; nothing was allocated
-     └── TablesError          entropy tables that are inconsistent or do not fit the latent
+     ├── TablesError          entropy tables that are inconsistent or do not fit the latent
+     ├── BundleError          a model bundle that is corrupt, incomplete or of an unknown schema
+     ├── TeacherError         a teacher name, weights enum or checkpoint that cannot be resolved
+     └── FrameError           a frame the server answers without a result; `code` is its FrameCode
+          ├── InvalidRequest  a request that names or carries the wrong things (INVALID_ARGUMENT)
+          ├── UnknownModel    no such model, version or branch (NOT_FOUND)
+          ├── DeadlineMissed  the frame cannot make its deadline; it was not computed
+          ├── Overloaded      the server's queue is full; try again after `retry_after_ms`
+          ├── Unauthenticated a missing or wrong bearer token
+          └── ShuttingDown    the server is draining and takes no new frames (UNAVAILABLE)
+
+The FrameError codes are gRPC's canonical status numbers (the proto's FrameCode mirrors them), so
+the edge maps an error to a status in one place and the device maps it back.
 
 Every message says what was wrong, what was expected, and what to do where that is not obvious.
 """
@@ -25,3 +37,65 @@ class LimitExceeded(CodecError):
 
 class TablesError(SplitEdgeError):
     """Entropy tables are inconsistent, or do not match the latent they should code."""
+
+
+class BundleError(SplitEdgeError):
+    """A model bundle cannot be used: missing or extra files, a checksum mismatch, an invalid
+    manifest, or a schema version this code does not know."""
+
+
+class FrameError(SplitEdgeError):
+    """A frame answered without a result; `code` is a gRPC canonical code (= proto FrameCode)."""
+
+    code = 13  # INTERNAL: a subclass says what went wrong more precisely
+    http_status = 500
+
+
+class InvalidRequest(FrameError):
+    """A malformed request: wrong codec for the branch, bad shape, missing fields, bad bytes."""
+
+    code = 3  # INVALID_ARGUMENT
+    http_status = 400
+
+
+class UnknownModel(FrameError):
+    """No model, version or branch of that name; the message lists what exists."""
+
+    code = 5  # NOT_FOUND
+    http_status = 404
+
+
+class DeadlineMissed(FrameError):
+    """The frame cannot make its deadline, so it was answered at once and not computed."""
+
+    code = 4  # DEADLINE_EXCEEDED
+    http_status = 504
+
+
+class Overloaded(FrameError):
+    """The queue for this model is full. Retry after `retry_after_ms`."""
+
+    code = 8  # RESOURCE_EXHAUSTED
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
+class Unauthenticated(FrameError):
+    """A bearer token is required and the request had none, or a wrong one."""
+
+    code = 16  # UNAUTHENTICATED
+    http_status = 401
+
+
+class ShuttingDown(FrameError):
+    """The server is draining for shutdown; send new frames elsewhere or later."""
+
+    code = 14  # UNAVAILABLE
+    http_status = 503
+
+
+class TeacherError(SplitEdgeError):
+    """A teacher model cannot be built: unknown name, unknown weights, or a bad checkpoint."""

@@ -51,3 +51,18 @@ def test_request_carries_what_the_protocol_promises() -> None:
     assert decoded.WhichOneof("payload") == "latent"
     assert list(decoded.latent.strings) == [b"ab", b""]
     assert list(decoded.latent.shape) == [4, 8, 8]
+
+
+def test_frame_error_codes_are_the_wire_frame_codes() -> None:
+    from shared import errors
+
+    expected = {
+        errors.InvalidRequest: pb.FRAME_INVALID_ARGUMENT,
+        errors.UnknownModel: pb.FRAME_NOT_FOUND,
+        errors.DeadlineMissed: pb.FRAME_DEADLINE_EXCEEDED,
+        errors.Overloaded: pb.FRAME_RESOURCE_EXHAUSTED,
+        errors.Unauthenticated: pb.FRAME_UNAUTHENTICATED,
+        errors.ShuttingDown: pb.FRAME_UNAVAILABLE,
+    }
+    for error, code in expected.items():
+        assert error.code == code, error

@@ -1,0 +1,143 @@
+"""The HTTP front door (FastAPI): health, readiness, metrics, models, bundle download, and
+full-image inference for clients with no head. Errors are JSON `{"error": ...}`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from google.protobuf import json_format
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edge_server.grpc_api import bearer_ok
+from edge_server.runtime import EdgeRuntime
+from shared.errors import FrameError, InvalidRequest, Overloaded, Unauthenticated
+from shared.wire import pb
+
+IMAGE_TYPES = {"image/jpeg": pb.CODEC_JPEG, "image/webp": pb.CODEC_WEBP}
+
+
+def build_http_app(runtime: EdgeRuntime) -> FastAPI:
+    app = FastAPI(
+        title="splitedge edge server",
+        version="1",
+        description="Split-computing tails over gRPC; this HTTP API serves operators, devices "
+        "fetching bundles, and clients that send whole frames.",
+    )
+    tokens = runtime.settings.tokens
+
+    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not bearer_ok(authorization, tokens):
+            raise Unauthenticated("missing or wrong bearer token (Authorization: Bearer <token>)")
+
+    guarded = [Depends(authorized)]
+
+    @app.exception_handler(FrameError)
+    async def frame_error(request: Request, exc: FrameError) -> JSONResponse:
+        headers = {}
+        if isinstance(exc, Overloaded):
+            headers["Retry-After"] = str(max(1, -(-exc.retry_after_ms // 1000)))
+        if isinstance(exc, Unauthenticated):
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse({"error": str(exc)}, status_code=exc.http_status, headers=headers)
+
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: bundles loaded and warmed, not draining")
+    async def readyz() -> JSONResponse:
+        if runtime.ready:
+            return JSONResponse({"status": "ready", "models": [m.name for m in runtime.registry]})
+        state = "draining" if runtime.draining else "starting"
+        return JSONResponse({"error": f"not ready: {state}"}, status_code=503)
+
+    @app.get("/metrics", dependencies=guarded, summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models", dependencies=guarded, summary="Models and their branches")
+    async def models() -> dict[str, Any]:
+        return {"models": [_summary(m) for m in runtime.registry]}
+
+    @app.get("/v1/models/{name}", dependencies=guarded, summary="One model's manifest")
+    async def model(name: str, version: str = "") -> dict[str, Any]:
+        loaded = runtime.registry.resolve(name, version)
+        return loaded.bundle.manifest.model_dump(mode="json")
+
+    @app.get(
+        "/v1/models/{name}/bundle",
+        dependencies=guarded,
+        summary="The bundle as tar.gz (ETag and X-Bundle-SHA256 are the archive's sha256)",
+    )
+    async def bundle(
+        name: str,
+        version: str = "",
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        loaded = runtime.registry.resolve(name, version)
+        archive = loaded.archive()
+        etag = f'"{archive.sha256}"'
+        headers = {"ETag": etag, "X-Bundle-SHA256": archive.sha256}
+        if if_none_match == etag:
+            return Response(status_code=304, headers=headers)
+        headers["Content-Disposition"] = f'attachment; filename="{name}-{loaded.version}.tar.gz"'
+        return Response(archive.data, media_type="application/gzip", headers=headers)
+
+    @app.post(
+        "/v1/infer",
+        dependencies=guarded,
+        summary="Whole-frame inference: POST a JPEG or WebP body; the tail runs on the full image",
+    )
+    async def infer(
+        request: Request,
+        model: Annotated[str, Query(description="model name")],
+        version: str = "",
+        task: Annotated[list[str] | None, Query(description="detection / classification")] = None,
+        content_length: Annotated[int | None, Header()] = None,
+    ) -> dict[str, Any]:
+        limit = runtime.limits.max_payload_bytes
+        if content_length is not None and content_length > limit:
+            raise _TooLarge(f"body of {content_length} bytes, at most {limit}")
+        codec = IMAGE_TYPES.get((request.headers.get("content-type") or "").split(";")[0])
+        if codec is None:
+            raise InvalidRequest(f"Content-Type must be one of {sorted(IMAGE_TYPES)}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _TooLarge(f"body larger than {limit} bytes")
+        tasks = ["TASK_" + t.upper() for t in task or () if _known_task(t)]
+        answer = await runtime.infer(
+            pb.InferRequest(
+                model_name=model,
+                model_version=version,
+                tasks=tasks,
+                image=pb.EncodedImage(codec=codec, data=bytes(body)),
+            )
+        )
+        return json_format.MessageToDict(answer, preserving_proto_field_name=True)
+
+    return app
+
+
+class _TooLarge(InvalidRequest):
+    http_status = 413
+
+
+def _known_task(task: str) -> bool:
+    if task not in ("detection", "classification"):
+        raise InvalidRequest(f"unknown task {task!r}: detection or classification")
+    return True
+
+
+def _summary(model: Any) -> dict[str, Any]:
+    manifest = model.bundle.manifest
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "tasks": list(manifest.tasks),
+        "branches": [b.model_dump(mode="json") for b in manifest.branches],
+    }

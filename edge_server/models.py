@@ -1,0 +1,116 @@
+"""The models an edge server holds: each bundle loaded once, its tails, codecs and archive.
+
+Several bundles, and several versions of one bundle, live side by side; a request names the
+model (and optionally the version: empty means the newest loaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from split_models.runtime import TailRuntime
+
+from shared.bundle import Branch, Bundle, load_bundle
+from shared.codecs import Codec, CodecId, DecodeLimits, FactorizedTables, make_codec
+from shared.errors import UnknownModel
+
+
+@dataclass(frozen=True)
+class BundleArchive:
+    """The bundle as one tar.gz for devices to download; built once, deterministic bytes."""
+
+    data: bytes
+    sha256: str
+
+    @classmethod
+    def build(cls, bundle: Bundle) -> BundleArchive:
+        buffer = io.BytesIO()
+        # mtime 0 in the gzip header and the tar entries: the same bundle gives the same bytes.
+        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+            for name in sorted(["manifest.json", *bundle.manifest.files]):
+                path = bundle.root / name
+                info = tarfile.TarInfo(f"{bundle.manifest.name}/{name}")
+                info.size = path.stat().st_size
+                info.mtime = 0
+                info.mode = 0o644
+                with path.open("rb") as stream:
+                    tar.addfile(info, stream)
+        data = buffer.getvalue()
+        return cls(data, hashlib.sha256(data).hexdigest())
+
+
+@dataclass
+class LoadedModel:
+    bundle: Bundle
+    tail: TailRuntime
+    codecs: dict[CodecId, Codec]
+    _archive: BundleArchive | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.bundle.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.manifest.version
+
+    def branch(self, branch_id: str) -> Branch:
+        for branch in self.bundle.manifest.branches:
+            if branch.id == branch_id:
+                return branch
+        known = ", ".join(b.id for b in self.bundle.manifest.branches)
+        raise UnknownModel(
+            f"model {self.name} {self.version} has no branch {branch_id!r}; it has {known}"
+        )
+
+    def archive(self) -> BundleArchive:
+        if self._archive is None:
+            self._archive = BundleArchive.build(self.bundle)
+        return self._archive
+
+
+def load_model(root: Path, limits: DecodeLimits) -> LoadedModel:
+    bundle = load_bundle(root)
+    manifest = bundle.manifest
+    tables = FactorizedTables.load(bundle.path(manifest.entropy_file))
+    codec_ids = {CodecId[b.codec] for b in manifest.branches if b.codec}
+    codecs = {cid: make_codec(cid, tables=tables, limits=limits) for cid in codec_ids}
+    return LoadedModel(bundle, TailRuntime.load(root), codecs)
+
+
+class ModelRegistry:
+    def __init__(self, models: Iterable[LoadedModel] = ()) -> None:
+        self._models: dict[str, dict[str, LoadedModel]] = {}
+        for model in models:
+            self.add(model)
+
+    def add(self, model: LoadedModel) -> None:
+        self._models.setdefault(model.name, {})[model.version] = model
+
+    def __iter__(self) -> Any:
+        for versions in self._models.values():
+            yield from versions.values()
+
+    def resolve(self, name: str, version: str = "") -> LoadedModel:
+        versions = self._models.get(name)
+        if not versions:
+            known = ", ".join(sorted(self._models)) or "none"
+            raise UnknownModel(f"no model {name!r}; this server holds: {known}")
+        if not version:
+            return versions[max(versions, key=_version_key)]
+        if version not in versions:
+            raise UnknownModel(
+                f"model {name!r} has no version {version!r}; loaded: {', '.join(sorted(versions))}"
+            )
+        return versions[version]
+
+
+def _version_key(version: str) -> tuple[tuple[int, str], ...]:
+    """'1.10' sorts after '1.9': compare dotted parts as numbers where they are numbers."""
+    return tuple((int(p), "") if p.isdigit() else (-1, p) for p in version.split("."))

@@ -1,0 +1,290 @@
+"""The edge runtime both front doors share: resolve → validate → decode → batch → tail → answer.
+
+Transport-free: the gRPC service and the HTTP app turn requests into `pb.InferRequest`, call
+`infer`, and render the `pb.InferResponse` (or the typed error) their own way. Every frame ends in
+exactly one counted outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from split_models.runtime import TailResult
+
+from edge_server.batcher import DynamicBatcher
+from edge_server.metrics import EdgeMetrics
+from edge_server.models import LoadedModel, ModelRegistry, load_model
+from edge_server.settings import EdgeSettings
+from shared.bundle import Branch
+from shared.codecs import CodecId, DecodeLimits, Payload, decode_image
+from shared.errors import CodecError, FrameError, InvalidRequest
+from shared.wire import pb
+
+TASK_NAMES = {pb.TASK_DETECTION: "detection", pb.TASK_CLASSIFICATION: "classification"}
+STATUS_NAMES = {code: name.removeprefix("FRAME_").lower() for name, code in pb.FrameCode.items()}
+IMAGE_CODECS = {CodecId.JPEG: "JPEG", CodecId.WEBP: "WEBP"}
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """What a tail needs for one frame: a decoded latent or image, and the sizes to map boxes."""
+
+    latent: np.ndarray[Any, Any] | None
+    image: np.ndarray[Any, Any] | None
+    input_size: tuple[int, int]  # (height, width) the head saw
+    original_size: tuple[int, int]  # (height, width) as captured
+
+
+class EdgeRuntime:
+    def __init__(self, settings: EdgeSettings, metrics: EdgeMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or EdgeMetrics()
+        self.limits = DecodeLimits(
+            max_latent_elements=settings.max_latent_elements,
+            max_image_pixels=settings.max_image_pixels,
+            max_payload_bytes=settings.max_message_bytes,
+        )
+        self.registry = ModelRegistry()
+        self.ready = False
+        self.draining = False
+        # Tails run on their own threads (torch releases the GIL); decoding on another, so a big
+        # batch never delays the decode of the next frame.
+        self._tail_pool = ThreadPoolExecutor(settings.tail_threads, thread_name_prefix="tail")
+        self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="decode")
+        self._batchers: dict[tuple[str, str, str, tuple[str, ...]], DynamicBatcher[Any, Any]] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load every bundle (blocking; call before serving, or in a thread)."""
+        if self.settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads)
+        for root in self.settings.bundle:
+            model = load_model(root, self.limits)
+            if self.settings.warmup:
+                model.tail.warmup()
+            self.registry.add(model)
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.load)
+        self.ready = True
+
+    async def drain(self) -> None:
+        """Refuse new frames, finish every admitted one."""
+        self.ready = False
+        self.draining = True
+        await asyncio.gather(*(b.close() for b in self._batchers.values()))
+        self._tail_pool.shutdown(wait=True)
+        self._decode_pool.shutdown(wait=True)
+
+    @property
+    def pending(self) -> int:
+        return sum(b.pending for b in self._batchers.values())
+
+    # -- one frame -------------------------------------------------------------------------------
+    async def infer(self, request: pb.InferRequest) -> pb.InferResponse:
+        """Answer one frame; raises a FrameError subclass for a frame without a result."""
+        received = time.monotonic()
+        deadline = _monotonic_deadline(request.deadline_unix_ns, received)
+        model_label, branch_label = request.model_name or "?", request.branch_id or "?"
+        self.metrics.pending.inc()
+        try:
+            model = self.registry.resolve(request.model_name, request.model_version)
+            branch, raw, payload_bytes = self._admit(model, request)
+            model_label, branch_label = model.name, branch.id
+            self.metrics.payload_bytes.labels(branch.codec or "none").observe(payload_bytes)
+            decode_started = time.monotonic()
+            frame = await asyncio.get_running_loop().run_in_executor(
+                self._decode_pool, self._decode, model, raw
+            )
+            decode_s = time.monotonic() - decode_started
+            tasks = self._tasks(model, request)
+            batcher = self._batcher(model, branch, tasks)
+            result, timing = await batcher.submit(frame, deadline)
+        except FrameError as exc:
+            status = STATUS_NAMES.get(exc.code, "internal")
+            self.metrics.requests.labels(model_label, branch_label, status).inc()
+            raise
+        finally:
+            self.metrics.pending.dec()
+        total_s = time.monotonic() - received
+        self.metrics.requests.labels(model.name, branch.id, "ok").inc()
+        for stage, seconds in (
+            ("queue_wait", timing.queue_wait_s),
+            ("decode", decode_s),
+            ("tail", timing.compute_s),
+            ("total", total_s),
+        ):
+            self.metrics.stage_seconds.labels(stage).observe(seconds)
+        response = pb.InferResponse(
+            stream_id=request.stream_id,
+            frame_id=request.frame_id,
+            model_name=model.name,
+            model_version=model.version,
+            branch_id=branch.id,
+            status=pb.FrameStatus(code=pb.FRAME_OK),
+            timings=pb.StageTimings(
+                queue_wait_ms=1e3 * timing.queue_wait_s,
+                decode_ms=1e3 * decode_s,
+                tail_ms=1e3 * timing.compute_s,
+                total_ms=1e3 * total_s,
+                batch_size=timing.batch_size,
+            ),
+        )
+        _fill_results(response, result, model)
+        return response
+
+    def _admit(
+        self, model: LoadedModel, request: pb.InferRequest
+    ) -> tuple[Branch, tuple[Payload, tuple[int, int], tuple[int, int]], int]:
+        """Check what can be checked without decoding; return the branch and the raw payload."""
+        kind = request.WhichOneof("payload")
+        if kind is None:
+            raise InvalidRequest("the request carries neither a latent nor an image")
+        original = (request.original_size.height, request.original_size.width)
+        if kind == "latent":
+            branch = model.branch(request.branch_id)
+            latent = request.latent
+            expected = CodecId[branch.codec] if branch.codec else None
+            if branch.kind != "split" or expected is None or int(latent.codec) != expected:
+                raise InvalidRequest(
+                    f"branch {branch.id} ({branch.kind}) takes codec "
+                    f"{expected.name if expected else 'none'}, the latent has codec {latent.codec}"
+                )
+            if len(latent.shape) != 3 or (
+                branch.latent_channels is not None and latent.shape[0] != branch.latent_channels
+            ):
+                raise InvalidRequest(
+                    f"branch {branch.id} takes a latent of {branch.latent_channels} channels as "
+                    f"[C, H, W], got shape {list(latent.shape)}"
+                )
+            input_size = (request.input_size.height, request.input_size.width)
+            stride = model.bundle.manifest.latent.stride
+            if not (
+                0 < input_size[0] <= latent.shape[1] * stride
+                and 0 < input_size[1] <= latent.shape[2] * stride
+            ):
+                raise InvalidRequest(
+                    f"input_size {input_size} does not fit a latent of {list(latent.shape)} at "
+                    f"stride {stride}"
+                )
+            payload = Payload(expected, tuple(latent.shape), tuple(latent.strings))
+            size = payload.nbytes
+        else:
+            image = request.image
+            try:
+                codec = CodecId(image.codec)
+            except ValueError:
+                codec = None
+            if codec not in IMAGE_CODECS:
+                raise InvalidRequest(
+                    f"an image payload takes codec JPEG or WEBP, not {image.codec}"
+                )
+            branch = model.branch(request.branch_id or codec.name.lower())
+            if branch.kind not in ("jpeg", "webp"):
+                raise InvalidRequest(f"branch {branch.id} ({branch.kind}) does not take images")
+            payload = Payload(codec, (), (image.data,))
+            size = len(image.data)
+            input_size = (0, 0)
+        if size > self.limits.max_payload_bytes:
+            raise InvalidRequest(
+                f"payload of {size} bytes, at most {self.limits.max_payload_bytes}"
+            )
+        if kind == "latent" and min(original) <= 0:
+            raise InvalidRequest("original_size must give the captured frame's width and height")
+        return branch, (payload, input_size, original), size
+
+    def _decode(
+        self, model: LoadedModel, frame: tuple[Payload, tuple[int, int], tuple[int, int]]
+    ) -> FrameInput:
+        payload, input_size, original = frame
+        try:
+            if payload.codec in IMAGE_CODECS:
+                image = decode_image(payload.strings[0], IMAGE_CODECS[payload.codec], self.limits)
+                size = (int(image.shape[0]), int(image.shape[1]))
+                return FrameInput(None, image, size, size if min(original) <= 0 else original)
+            latent = model.codecs[payload.codec].decode(payload)
+        except CodecError as exc:
+            raise InvalidRequest(f"cannot decode the {payload.codec.name} payload: {exc}") from exc
+        return FrameInput(latent, None, input_size, original)
+
+    def _tasks(self, model: LoadedModel, request: pb.InferRequest) -> tuple[str, ...]:
+        served = model.bundle.manifest.tasks
+        if not request.tasks:
+            return tuple(served)
+        asked = []
+        for task in request.tasks:
+            name = TASK_NAMES.get(task)
+            if name is None or name not in served:
+                raise InvalidRequest(f"model {model.name} serves tasks {list(served)}, not {task}")
+            asked.append(name)
+        return tuple(sorted(set(asked)))
+
+    def _batcher(
+        self, model: LoadedModel, branch: Branch, tasks: tuple[str, ...]
+    ) -> DynamicBatcher[Any, Any]:
+        key = (model.name, model.version, branch.id, tasks)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            tail = model.tail
+            labels = self.metrics.batch_size.labels(model.name, branch.id)
+            computed = self.metrics.computed.labels(model.name, branch.id)
+
+            def run(frames: list[FrameInput]) -> list[TailResult]:
+                if frames[0].latent is not None:
+                    return tail.run_latents(
+                        [f.latent for f in frames],
+                        [f.input_size for f in frames],
+                        [f.original_size for f in frames],
+                        tasks,
+                    )
+                return tail.run_images([f.image for f in frames], tasks)
+
+            def on_batch(size: int, reason: str, compute_s: float) -> None:
+                labels.observe(size)
+                computed.inc(size)
+                self.metrics.batch_released.labels(reason).inc()
+
+            batcher = DynamicBatcher(
+                run,
+                self._tail_pool,
+                max_batch_size=self.settings.max_batch_size,
+                max_queue_delay_s=self.settings.max_queue_delay_ms / 1e3,
+                max_pending=self.settings.max_pending,
+                on_batch=on_batch,
+            )
+            batcher.start()
+            self._batchers[key] = batcher
+        return batcher
+
+
+def _monotonic_deadline(deadline_unix_ns: int, received: float) -> float:
+    if deadline_unix_ns <= 0:
+        return float("inf")
+    return received + (deadline_unix_ns - time.time_ns()) / 1e9
+
+
+def _fill_results(response: pb.InferResponse, result: TailResult, model: LoadedModel) -> None:
+    classes = model.bundle.manifest.classes
+    names = classes.get("detection", ())
+    for det in result.detections:
+        x1, y1, x2, y2 = det.box
+        response.detections.add(
+            box=pb.Box(x_min=x1, y_min=y1, x_max=x2, y_max=y2),
+            score=det.score,
+            label_id=det.label_id,
+            label=names[det.label_id] if det.label_id < len(names) else "",
+        )
+    names = classes.get("classification", ())
+    for cls in result.classifications:
+        response.classifications.add(
+            label_id=cls.label_id,
+            score=cls.score,
+            label=names[cls.label_id] if cls.label_id < len(names) else "",
+        )

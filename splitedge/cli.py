@@ -1,0 +1,28 @@
+"""`splitedge <command> ...`: dispatches to the edge server, the device daemon or the model tools.
+
+Imports are lazy: `splitedge device ...` must start on a Raspberry Pi without torch installed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: splitedge <command> [options]
+
+commands:
+  serve     run the edge server (gRPC + HTTP)            splitedge serve --help
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "serve":
+        from edge_server.app import main as serve_main
+
+        return serve_main(rest)
+    print(f"splitedge: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
