@@ -13,6 +13,7 @@ import json
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 import grpc
 import uvicorn
@@ -44,7 +45,14 @@ def _announce(event: str, **fields: object) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
-async def serve(settings: EdgeSettings, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: EdgeSettings,
+    stop: asyncio.Event | None = None,
+    announce: Callable[..., None] = _announce,
+    runtime: EdgeRuntime | None = None,
+) -> None:
+    """Run until `stop` is set (or SIGTERM/SIGINT); `announce(event, **fields)` hears the
+    lifecycle: listening (with the bound ports), ready, draining, stopped — or failed."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -52,7 +60,7 @@ async def serve(settings: EdgeSettings, stop: asyncio.Event | None = None) -> No
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
 
-    runtime = EdgeRuntime(settings)
+    runtime = runtime or EdgeRuntime(settings)
     grpc_server, health, grpc_port = build_grpc_server(runtime, _grpc_credentials(settings))
     await set_serving(health, False)
     await grpc_server.start()
@@ -68,26 +76,26 @@ async def serve(settings: EdgeSettings, stop: asyncio.Event | None = None) -> No
         )
     )
     http_task = asyncio.ensure_future(http_server.serve(sockets=[sock]))
-    _announce("listening", grpc_port=grpc_port, http_port=http_port, tls=bool(settings.tls_cert))
+    announce("listening", grpc_port=grpc_port, http_port=http_port, tls=bool(settings.tls_cert))
 
     try:
         await runtime.start()
     except Exception as exc:
-        _announce("failed", error=str(exc))
+        announce("failed", error=str(exc))
         http_server.should_exit = True
         await asyncio.gather(grpc_server.stop(0), http_task)
         raise
     await set_serving(health, True)
-    _announce("ready", models=[f"{m.name}:{m.version}" for m in runtime.registry])
+    announce("ready", models=[f"{m.name}:{m.version}" for m in runtime.registry])
 
     await stop.wait()
-    _announce("draining", pending=runtime.pending)
+    announce("draining", pending=runtime.pending)
     await set_serving(health, False)
     await asyncio.gather(runtime.drain(), grpc_server.stop(settings.drain_seconds))
     http_server.should_exit = True
     await http_task
     sock.close()
-    _announce("stopped")
+    announce("stopped")
 
 
 def main(argv: list[str]) -> int:

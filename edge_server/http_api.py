@@ -16,7 +16,7 @@ from edge_server.runtime import EdgeRuntime
 from shared.errors import FrameError, InvalidRequest, Overloaded, Unauthenticated
 from shared.wire import pb
 
-IMAGE_TYPES = {"image/jpeg": pb.CODEC_JPEG, "image/webp": pb.CODEC_WEBP}
+IMAGE_TYPES = {"image/jpeg": pb.CODEC_JPEG, "image/webp": pb.CODEC_WEBP, "image/png": pb.CODEC_PNG}
 
 
 def build_http_app(runtime: EdgeRuntime) -> FastAPI:
@@ -89,7 +89,7 @@ def build_http_app(runtime: EdgeRuntime) -> FastAPI:
     @app.post(
         "/v1/infer",
         dependencies=guarded,
-        summary="Whole-frame inference: POST a JPEG or WebP body; the tail runs on the full image",
+        summary="Whole-frame inference: POST a JPEG, PNG or WebP body; the teacher runs on it",
     )
     async def infer(
         request: Request,

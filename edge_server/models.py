@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from split_models.runtime import TailRuntime
+import numpy as np
 
 from shared.bundle import Branch, Bundle, load_bundle
+from shared.bundle.geometry import frame_geometry
 from shared.codecs import Codec, CodecId, DecodeLimits, FactorizedTables, make_codec
 from shared.errors import UnknownModel
+from split_models.runtime import TailRuntime
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,19 @@ class LoadedModel:
         raise UnknownModel(
             f"model {self.name} {self.version} has no branch {branch_id!r}; it has {known}"
         )
+
+    def warm_up(self) -> None:
+        """One frame through every tail (every head width) and the teachers, so the first real
+        frame does not pay for lazy initialisation."""
+        manifest = self.bundle.manifest
+        geometry = frame_geometry((480, 640), manifest.preprocessing)
+        stride = manifest.latent.stride
+        cells = (geometry.padded[0] // stride, geometry.padded[1] // stride)
+        for head in manifest.heads:
+            latent = np.zeros((head.latent_channels, *cells), dtype=np.float32)
+            self.tail.run_latents([latent], [geometry.input_size], [geometry.original])
+        if any(b.kind in ("jpeg", "webp") for b in manifest.branches):
+            self.tail.run_images([np.full((*geometry.original, 3), 128, dtype=np.uint8)])
 
     def archive(self) -> BundleArchive:
         if self._archive is None:

@@ -14,20 +14,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from split_models.runtime import TailResult
 
 from edge_server.batcher import DynamicBatcher
 from edge_server.metrics import EdgeMetrics
 from edge_server.models import LoadedModel, ModelRegistry, load_model
 from edge_server.settings import EdgeSettings
-from shared.bundle import Branch
+from shared.bundle import Branch, Task
 from shared.codecs import CodecId, DecodeLimits, Payload, decode_image
 from shared.errors import CodecError, FrameError, InvalidRequest
+from shared.messages import latent_payload, size_of
 from shared.wire import pb
+from split_models.runtime import TailResult
 
-TASK_NAMES = {pb.TASK_DETECTION: "detection", pb.TASK_CLASSIFICATION: "classification"}
+TASK_NAMES: dict[int, Task] = {
+    pb.TASK_DETECTION: "detection",
+    pb.TASK_CLASSIFICATION: "classification",
+}
 STATUS_NAMES = {code: name.removeprefix("FRAME_").lower() for name, code in pb.FrameCode.items()}
-IMAGE_CODECS = {CodecId.JPEG: "JPEG", CodecId.WEBP: "WEBP"}
+IMAGE_CODECS = {CodecId.JPEG: "JPEG", CodecId.WEBP: "WEBP", CodecId.PNG: "PNG"}
+# Whole frames sent without a branch (HTTP uploads): batched apart from the manifest's branches.
+FULL_FRAME = Branch(id="full-frame", kind="jpeg")
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ class EdgeRuntime:
         # batch never delays the decode of the next frame.
         self._tail_pool = ThreadPoolExecutor(settings.tail_threads, thread_name_prefix="tail")
         self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="decode")
-        self._batchers: dict[tuple[str, str, str, tuple[str, ...]], DynamicBatcher[Any, Any]] = {}
+        self._batchers: dict[tuple[str, str, str, tuple[Task, ...]], DynamicBatcher[Any, Any]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def load(self) -> None:
@@ -68,7 +74,7 @@ class EdgeRuntime:
         for root in self.settings.bundle:
             model = load_model(root, self.limits)
             if self.settings.warmup:
-                model.tail.warmup()
+                model.warm_up()
             self.registry.add(model)
 
     async def start(self) -> None:
@@ -147,7 +153,7 @@ class EdgeRuntime:
         kind = request.WhichOneof("payload")
         if kind is None:
             raise InvalidRequest("the request carries neither a latent nor an image")
-        original = (request.original_size.height, request.original_size.width)
+        original = size_of(request.original_size)
         if kind == "latent":
             branch = model.branch(request.branch_id)
             latent = request.latent
@@ -164,7 +170,7 @@ class EdgeRuntime:
                     f"branch {branch.id} takes a latent of {branch.latent_channels} channels as "
                     f"[C, H, W], got shape {list(latent.shape)}"
                 )
-            input_size = (request.input_size.height, request.input_size.width)
+            input_size = size_of(request.input_size)
             stride = model.bundle.manifest.latent.stride
             if not (
                 0 < input_size[0] <= latent.shape[1] * stride
@@ -174,7 +180,7 @@ class EdgeRuntime:
                     f"input_size {input_size} does not fit a latent of {list(latent.shape)} at "
                     f"stride {stride}"
                 )
-            payload = Payload(expected, tuple(latent.shape), tuple(latent.strings))
+            payload = latent_payload(latent)
             size = payload.nbytes
         else:
             image = request.image
@@ -182,11 +188,10 @@ class EdgeRuntime:
                 codec = CodecId(image.codec)
             except ValueError:
                 codec = None
-            if codec not in IMAGE_CODECS:
-                raise InvalidRequest(
-                    f"an image payload takes codec JPEG or WEBP, not {image.codec}"
-                )
-            branch = model.branch(request.branch_id or codec.name.lower())
+            if codec is None or codec not in IMAGE_CODECS:
+                known = ", ".join(c.name for c in IMAGE_CODECS)
+                raise InvalidRequest(f"an image payload takes codec {known}, not {image.codec}")
+            branch = model.branch(request.branch_id) if request.branch_id else FULL_FRAME
             if branch.kind not in ("jpeg", "webp"):
                 raise InvalidRequest(f"branch {branch.id} ({branch.kind}) does not take images")
             payload = Payload(codec, (), (image.data,))
@@ -214,11 +219,11 @@ class EdgeRuntime:
             raise InvalidRequest(f"cannot decode the {payload.codec.name} payload: {exc}") from exc
         return FrameInput(latent, None, input_size, original)
 
-    def _tasks(self, model: LoadedModel, request: pb.InferRequest) -> tuple[str, ...]:
+    def _tasks(self, model: LoadedModel, request: pb.InferRequest) -> tuple[Task, ...]:
         served = model.bundle.manifest.tasks
         if not request.tasks:
             return tuple(served)
-        asked = []
+        asked: list[Task] = []
         for task in request.tasks:
             name = TASK_NAMES.get(task)
             if name is None or name not in served:
@@ -227,7 +232,7 @@ class EdgeRuntime:
         return tuple(sorted(set(asked)))
 
     def _batcher(
-        self, model: LoadedModel, branch: Branch, tasks: tuple[str, ...]
+        self, model: LoadedModel, branch: Branch, tasks: tuple[Task, ...]
     ) -> DynamicBatcher[Any, Any]:
         key = (model.name, model.version, branch.id, tasks)
         batcher = self._batchers.get(key)
@@ -237,14 +242,15 @@ class EdgeRuntime:
             computed = self.metrics.computed.labels(model.name, branch.id)
 
             def run(frames: list[FrameInput]) -> list[TailResult]:
-                if frames[0].latent is not None:
+                latents = [f.latent for f in frames if f.latent is not None]
+                if latents:
                     return tail.run_latents(
-                        [f.latent for f in frames],
+                        latents,
                         [f.input_size for f in frames],
                         [f.original_size for f in frames],
                         tasks,
                     )
-                return tail.run_images([f.image for f in frames], tasks)
+                return tail.run_images([f.image for f in frames if f.image is not None], tasks)
 
             def on_batch(size: int, reason: str, compute_s: float) -> None:
                 labels.observe(size)

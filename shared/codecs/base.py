@@ -27,6 +27,7 @@ class CodecId(IntEnum):
     FP16_ZSTD = pb.CODEC_FP16_ZSTD
     JPEG = pb.CODEC_JPEG
     WEBP = pb.CODEC_WEBP
+    PNG = pb.CODEC_PNG
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Whole-frame codecs for the full-offload branch: JPEG and WebP (RGB, uint8, H × W × 3).
+"""Whole-frame codecs for the full-offload branch: JPEG, WebP, PNG (RGB, uint8, H × W × 3).
 
 Pillow reads the header first, so the declared size is checked against the limits before any
 pixel is decoded (its own decompression-bomb check is a second net).
@@ -17,12 +17,12 @@ from PIL import Image
 from shared.codecs.base import DEFAULT_LIMITS, CodecId, DecodeLimits, Payload, expect_strings
 from shared.errors import CodecError, LimitExceeded
 
-_FORMATS = {CodecId.JPEG: "JPEG", CodecId.WEBP: "WEBP"}
+_FORMATS = {CodecId.JPEG: "JPEG", CodecId.WEBP: "WEBP", CodecId.PNG: "PNG"}
 
 
 @dataclass(frozen=True)
 class ImageCodec:
-    """JPEG or WebP at a given quality (1..100). Colour order is RGB on both sides."""
+    """JPEG or WebP at a given quality (1..100), or PNG (lossless; quality ignored). RGB."""
 
     codec_id: CodecId = CodecId.JPEG
     quality: int = 90
@@ -76,7 +76,8 @@ def decode_image(
                 raise CodecError(f"bytes hold a {image.format} image, expected {expected_format}")
             if shape is not None and tuple(shape) != (height, width, 3):
                 raise CodecError(f"image is {height}×{width}, the request declares {shape}")
-            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            # A writable array (np.array copies): consumers such as torch refuse read-only memory.
+            pixels = np.array(image.convert("RGB"), dtype=np.uint8)
     except CodecError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Warning) as exc:

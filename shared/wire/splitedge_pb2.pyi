@@ -15,6 +15,7 @@ class Codec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CODEC_FP16_ZSTD: _ClassVar[Codec]
     CODEC_JPEG: _ClassVar[Codec]
     CODEC_WEBP: _ClassVar[Codec]
+    CODEC_PNG: _ClassVar[Codec]
 
 class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +42,7 @@ CODEC_UINT8_ZSTD: Codec
 CODEC_FP16_ZSTD: Codec
 CODEC_JPEG: Codec
 CODEC_WEBP: Codec
+CODEC_PNG: Codec
 TASK_UNSPECIFIED: Task
 TASK_DETECTION: Task
 TASK_CLASSIFICATION: Task

@@ -76,7 +76,9 @@ def test_queue_delay_bounds_the_wait_and_fills_batches(executor) -> None:
         run = SlowDoubler()
         reasons: list[str] = []
         batcher = make(
-            run, executor, max_queue_delay_s=0.05,
+            run,
+            executor,
+            max_queue_delay_s=0.05,
             on_batch=lambda n, reason, s: reasons.append(reason),
         )
         _, timing = await batcher.submit(1)  # alone: released by the delay, not before

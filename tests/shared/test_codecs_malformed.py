@@ -15,7 +15,8 @@ from tests.shared.factories import laplace_tables, trained_looking_latent
 
 TABLES = laplace_tables(8)
 LATENT_CODECS = [CodecId.FACTORIZED_ANS, CodecId.UINT8_ZSTD, CodecId.FP16_ZSTD]
-ALL_CODECS = [*LATENT_CODECS, CodecId.JPEG, CodecId.WEBP]
+IMAGE_IDS = (CodecId.JPEG, CodecId.WEBP, CodecId.PNG)
+ALL_CODECS = [*LATENT_CODECS, CodecId.JPEG, CodecId.WEBP, CodecId.PNG]
 
 
 def codec_for(codec_id: CodecId, limits: DecodeLimits | None = None):
@@ -23,7 +24,7 @@ def codec_for(codec_id: CodecId, limits: DecodeLimits | None = None):
 
 
 def valid_payload(codec_id: CodecId) -> Payload:
-    if codec_id in (CodecId.JPEG, CodecId.WEBP):
+    if codec_id in IMAGE_IDS:
         image = (np.random.default_rng(0).random((24, 32, 3)) * 255).astype(np.uint8)
         return codec_for(codec_id).encode(image)
     return codec_for(codec_id).encode(trained_looking_latent((8, 12, 16), outlier_share=0.02))
@@ -32,7 +33,7 @@ def valid_payload(codec_id: CodecId) -> Payload:
 @pytest.mark.parametrize("codec_id", [c for c in ALL_CODECS if c is not CodecId.FACTORIZED_ANS])
 @given(junk=st.lists(st.binary(max_size=512), min_size=0, max_size=3))
 def test_random_bytes_give_codec_error(codec_id, junk) -> None:
-    shape = (24, 32, 3) if codec_id in (CodecId.JPEG, CodecId.WEBP) else (8, 12, 16)
+    shape = (24, 32, 3) if codec_id in IMAGE_IDS else (8, 12, 16)
     with pytest.raises(CodecError):
         codec_for(codec_id).decode(Payload(codec_id, shape, tuple(junk)))
 
@@ -67,8 +68,11 @@ def test_every_truncation_gives_codec_error(codec_id) -> None:
     payload = valid_payload(codec_id)
     codec = codec_for(codec_id)
     codec.decode(payload)  # the untouched payload decodes
+    # A PNG decodes without its IEND chunk, the last CRC and the zlib checksum (20 bytes):
+    # cut into the pixel data before them.
     main = payload.strings[0]
-    for cut in sorted({0, 1, 3, 4, len(main) // 2, len(main) - 4, len(main) - 1}):
+    end = len(main) - (20 if codec_id is CodecId.PNG else 0)
+    for cut in sorted({0, 1, 3, 4, end // 2, end - 4, end - 1}):
         truncated = Payload(codec_id, payload.shape, (main[:cut], *payload.strings[1:]))
         with pytest.raises(CodecError):
             codec.decode(truncated)

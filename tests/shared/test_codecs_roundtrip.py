@@ -80,7 +80,7 @@ def test_baseline_latent_codecs_roundtrip_within_their_step(codec_id, latent) ->
 
 @given(
     image=hnp.arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40), st.just(3))),
-    codec_id=st.sampled_from([CodecId.JPEG, CodecId.WEBP]),
+    codec_id=st.sampled_from([CodecId.JPEG, CodecId.WEBP, CodecId.PNG]),
 )
 def test_image_codecs_roundtrip_shape(image, codec_id) -> None:
     codec = ImageCodec(codec_id, quality=95)
