@@ -118,7 +118,10 @@ def build_http_app(runtime: EdgeRuntime) -> FastAPI:
                 image=pb.EncodedImage(codec=codec, data=bytes(body)),
             )
         )
-        return json_format.MessageToDict(answer, preserving_proto_field_name=True)
+        # Every field, zeros included: JSON clients should not have to know proto3's defaults.
+        return json_format.MessageToDict(
+            answer, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
 
     return app
 

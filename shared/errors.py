@@ -6,6 +6,9 @@
      ├── TablesError          entropy tables that are inconsistent or do not fit the latent
      ├── BundleError          a model bundle that is corrupt, incomplete or of an unknown schema
      ├── TeacherError         a teacher name, weights enum or checkpoint that cannot be resolved
+     ├── ConfigError          a device config that is invalid: unknown keys, bad values (start-up)
+     ├── SourceError          a frame source that cannot be opened or read (camera, file, RTSP)
+     ├── UplinkUnavailable    the edge cannot be reached now (no stream); the device falls back
      └── FrameError           a frame the server answers without a result; `code` is its FrameCode
           ├── InvalidRequest  a request that names or carries the wrong things (INVALID_ARGUMENT)
           ├── UnknownModel    no such model, version or branch (NOT_FOUND)
@@ -99,3 +102,17 @@ class ShuttingDown(FrameError):
 
 class TeacherError(SplitEdgeError):
     """A teacher model cannot be built: unknown name, unknown weights, or a bad checkpoint."""
+
+
+class ConfigError(SplitEdgeError):
+    """A device configuration that cannot be used; the message names every bad key and value."""
+
+
+class SourceError(SplitEdgeError):
+    """A frame source cannot be opened or read: a missing folder or file, a camera that does not
+    open, an RTSP URL that does not answer."""
+
+
+class UplinkUnavailable(SplitEdgeError):
+    """The edge cannot take this frame now: no stream is up (connecting, backing off, or lost
+    while the frame was in flight). The frame was not computed by the edge."""

@@ -11,6 +11,7 @@ USAGE = """usage: splitedge <command> [options]
 
 commands:
   serve     run the edge server (gRPC + HTTP)            splitedge serve --help
+  device    run the device daemon (torch-free)           splitedge device run --config FILE
 """
 
 
@@ -24,5 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         from edge_server.app import main as serve_main
 
         return serve_main(rest)
+    if command == "device":
+        from device_client.daemon import main as device_main
+
+        return device_main(rest)
     print(f"splitedge: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2

@@ -1,0 +1,97 @@
+"""The device's half of a split model: every width's head ONNX loaded at once, the prefilter gate,
+and the entropy coder, built once per bundle.
+
+    runner = HeadRunner.load("bundles/demo-shapes")
+    runner.set_width(0.5)                      # an index changes; no session is created
+    out = runner.run(frame_rgb)                # preprocess → (gate) → head → quantize → encode
+    out.payload                                # None when the prefilter said "nothing here"
+
+Gating: with `gate=True` the small prefilter graph (stem + prefilter) runs first and the head only
+when the score reaches the manifest's threshold; otherwise the head's own score output is used
+and the frame is always encoded. The stem then runs twice for frames that pass, so gating pays
+off only when most frames are empty; `benchmarks/heads.py` measures both graphs.
+
+Never imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from device_client.preprocess import HeadInput, Image, Preprocessor
+from shared.bundle import Bundle, load_bundle
+from shared.codecs import FactorizedAnsCodec, FactorizedTables, Payload
+from shared.errors import BundleError
+
+
+@dataclass(frozen=True)
+class HeadOutput:
+    """One frame's result on the device. `latent` and `payload` are None when gated out."""
+
+    head_input: HeadInput
+    prefilter_score: float
+    latent: npt.NDArray[np.float32] | None
+    payload: Payload | None
+    head_ms: float
+
+
+def make_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class HeadRunner:
+    """All heads of one bundle, ready at once; `set_width` switches between them for free."""
+
+    def __init__(self, bundle: Bundle, threads: int | None = None) -> None:
+        manifest = bundle.manifest
+        self.bundle = bundle
+        self.preprocess = Preprocessor(manifest.preprocessing)
+        self.threshold = manifest.prefilter.threshold
+        self.widths = tuple(h.width for h in manifest.heads)
+        self.sessions = {
+            h.width: make_session(bundle.path(h.file), threads) for h in manifest.heads
+        }
+        self.gate_session = make_session(bundle.path(manifest.prefilter.file), threads)
+        self.codec = FactorizedAnsCodec(FactorizedTables.load(bundle.path(manifest.entropy_file)))
+        self.width = max(self.widths)
+
+    @classmethod
+    def load(cls, root: Path | str, threads: int | None = None) -> HeadRunner:
+        return cls(load_bundle(root), threads)
+
+    def set_width(self, width: float) -> None:
+        matches = [w for w in self.widths if abs(w - width) < 1e-9]
+        if not matches:
+            raise BundleError(f"width {width} is not in this bundle; it has {self.widths}")
+        self.width = matches[0]
+
+    def head(self, image: Image) -> tuple[npt.NDArray[np.float32], float]:
+        """(latent (C, H, W) pre-quantization, prefilter score) for a preprocessed image."""
+        latent, score = self.sessions[self.width].run(None, {"image": image})
+        return latent[0], float(score.reshape(-1)[0])
+
+    def prefilter(self, image: Image) -> float:
+        (score,) = self.gate_session.run(None, {"image": image})
+        return float(score.reshape(-1)[0])
+
+    def run(self, frame: Image, colour_order: str = "RGB", gate: bool = False) -> HeadOutput:
+        head_input = self.preprocess(frame, colour_order)
+        start = time.perf_counter()
+        if gate:
+            score = self.prefilter(head_input.image)
+            if score < self.threshold:
+                elapsed = (time.perf_counter() - start) * 1e3
+                return HeadOutput(head_input, score, None, None, elapsed)
+        latent, score = self.head(head_input.image)
+        head_ms = (time.perf_counter() - start) * 1e3
+        return HeadOutput(head_input, score, latent, self.codec.encode(latent), head_ms)

@@ -1,0 +1,62 @@
+"""On-device fallback: the whole teacher from the bundle's `local_files`, no edge involved.
+
+Detection (`local.onnx`): the original frame in (H, W, 3 uint8 RGB) — torchvision's own transform
+is inside the graph — and boxes (x1, y1, x2, y2 in original pixels), scores, labels out.
+Classification: the preprocessed head input in (1, H, W, 3 uint8), logits out.
+
+Never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from device_client.head import make_session
+from device_client.preprocess import Image, Preprocessor
+from shared.bundle import Bundle, Task, load_bundle
+from shared.errors import BundleError
+
+
+@dataclass(frozen=True)
+class LocalDetections:
+    boxes: npt.NDArray[np.float32]  # (N, 4) original pixels
+    scores: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.int64]
+
+
+class LocalRunner:
+    """The bundle's full models, one session per task, built once."""
+
+    def __init__(self, bundle: Bundle, threads: int | None = None) -> None:
+        self.bundle = bundle
+        self.preprocess = Preprocessor(bundle.manifest.preprocessing)
+        self.sessions = {
+            task: make_session(bundle.path(name), threads)
+            for task, name in bundle.manifest.local_files.items()
+        }
+
+    @classmethod
+    def load(cls, root: Path | str, threads: int | None = None) -> LocalRunner:
+        return cls(load_bundle(root), threads)
+
+    def _session(self, task: Task) -> ort.InferenceSession:
+        if task not in self.sessions:
+            raise BundleError(f"no local model for {task}; this bundle has {list(self.sessions)}")
+        return self.sessions[task]
+
+    def detect(self, frame: Image) -> LocalDetections:
+        """`frame`: HxWx3 uint8 RGB, as captured."""
+        boxes, scores, labels = self._session("detection").run(None, {"image": frame})
+        return LocalDetections(boxes, scores, labels)
+
+    def classify(self, frame: Image) -> npt.NDArray[np.float32]:
+        """Logits (classes,) for an HxWx3 uint8 RGB frame."""
+        (logits,) = self._session("classification").run(
+            None, {"image": self.preprocess(frame).image}
+        )
+        return np.asarray(logits[0], dtype=np.float32)

@@ -1,0 +1,42 @@
+"""The model bundle (torch-free): manifest schema, loader with checksums, writer.
+
+bundle = load_bundle("bundles/demo-shapes")      # BundleError if corrupt or unknown schema
+bundle.manifest.heads[0].file, bundle.path("entropy.npz")
+"""
+
+from __future__ import annotations
+
+from shared.bundle.loader import Bundle, digest_file, load_bundle, write_manifest
+from shared.bundle.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    Branch,
+    CenterCropResize,
+    FileDigest,
+    HeadFile,
+    LatentSpec,
+    Manifest,
+    MinMaxSideResize,
+    PrefilterSpec,
+    Preprocessing,
+    Task,
+)
+
+__all__ = [
+    "MANIFEST_NAME",
+    "SCHEMA_VERSION",
+    "Branch",
+    "Bundle",
+    "CenterCropResize",
+    "FileDigest",
+    "HeadFile",
+    "LatentSpec",
+    "Manifest",
+    "MinMaxSideResize",
+    "PrefilterSpec",
+    "Preprocessing",
+    "Task",
+    "digest_file",
+    "load_bundle",
+    "write_manifest",
+]

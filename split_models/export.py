@@ -1,0 +1,352 @@
+"""Export a student (and its teachers) to a model bundle directory.
+
+    export_bundle(student, teachers, "bundles/demo-shapes", name="demo-shapes", version="1")
+
+writes one head ONNX per width (uint8 NHWC in; latent and prefilter score out), `prefilter.onnx`
+(stem + prefilter, for gating), `entropy.npz` (the prior's tables, shared by every width as a
+channel prefix), `tail.pt` (spec + weights to rebuild the tails and the teachers), the teachers as
+`local*.onnx`, and `manifest.json` with every file's sha256. Branch figures are measured here on
+a sample frame on *this* machine (device_ms, edge_ms, expected_bytes); a profiling run on the
+device overwrites them; accuracy stays None until an evaluation command fills it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from device_client.head import HeadRunner
+from device_client.local import LocalRunner
+from device_client.preprocess import Preprocessor
+from shared.bundle import (
+    Branch,
+    CenterCropResize,
+    HeadFile,
+    LatentSpec,
+    Manifest,
+    MinMaxSideResize,
+    PrefilterSpec,
+    Preprocessing,
+    load_bundle,
+    write_manifest,
+)
+from shared.bundle.manifest import SCHEMA_VERSION, FileDigest
+from shared.codecs import CodecId, make_codec
+from split_models.entropy import export_tables
+from split_models.split import SplitModel
+from split_models.teachers import categories, teacher_spec
+
+TAIL_FORMAT = 1
+OPSET = 17
+_PLACEHOLDER = FileDigest(sha256="0" * 64, bytes=0)  # write_manifest computes the real ones
+
+
+def head_file(width: float) -> str:
+    return f"head_w{round(width * 100):03d}.onnx"
+
+
+def export_bundle(
+    student: SplitModel,
+    teachers: dict[str, tuple[str, nn.Module]],
+    out_dir: Path | str,
+    *,
+    name: str,
+    version: str = "0",
+    prefilter_threshold: float = 0.0,
+    sample: np.ndarray | None = None,
+    repeats: int = 5,
+) -> Path:
+    """Write the bundle and return its directory. `sample` (HxWx3 uint8 RGB) is the frame the
+    branch figures are measured on (default: a mid-grey 480x640 frame)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    student = student.eval()
+    student.prior.entropy_bottleneck.update(force=True)
+    first_name, first_teacher = next(iter(teachers.values()))
+    preprocessing = preprocessing_for(first_name, first_teacher, student)
+    sample = sample if sample is not None else np.full((480, 640, 3), 128, dtype=np.uint8)
+    example = _example_input(sample, preprocessing)
+
+    files = _export_heads(student, example, out)
+    _export_onnx(_Gate(student), (example,), out / "prefilter.onnx", ["image"], ["prefilter_score"])
+    files.append("prefilter.onnx")
+    export_tables(student.prior.entropy_bottleneck).save(out / "entropy.npz")
+    save_tail(student, teachers, out / "tail.pt")
+    local_files = export_local(teachers, sample, example, out)
+    files += ["entropy.npz", "tail.pt", *local_files.values()]
+
+    config = student.config
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=name,
+        version=version,
+        tasks=tuple(teachers),
+        classes={
+            task: categories(n, _num_classes(n, t)) for task, (n, t) in teachers.items()
+        },
+        preprocessing=preprocessing,
+        latent=LatentSpec(
+            channels=config.latent_channels,
+            stride=student.latent_stride,
+        ),
+        heads=tuple(
+            HeadFile(width=w, latent_channels=c, file=head_file(w))
+            for w, c in zip(config.widths, student.head.encoder.latent_widths, strict=True)
+        ),
+        prefilter=PrefilterSpec(file="prefilter.onnx", threshold=prefilter_threshold),
+        entropy_file="entropy.npz",
+        tail_file="tail.pt",
+        local_files=local_files,
+        branches=(),
+        files={f: _PLACEHOLDER for f in files},
+    )
+    write_manifest(out, manifest)
+    branches = measure_branches(student, out, sample, repeats)
+    write_manifest(out, manifest.model_copy(update={"branches": branches}))
+    return out
+
+
+def preprocessing_for(name: str, teacher: nn.Module, student: SplitModel) -> Preprocessing:
+    """The manifest's preprocessing: a detector's own transform rule, or ImageNet resize/crop."""
+    mean = tuple(float(v) for v in student.head.mean.flatten())
+    std = tuple(float(v) for v in student.head.std.flatten())
+    pad = tuple(round(m * 255) for m in mean)
+    transform = getattr(teacher, "transform", None)
+    resize: MinMaxSideResize | CenterCropResize
+    if teacher_spec(name).task == "detection" and transform is not None:
+        if transform.fixed_size is not None:
+            raise NotImplementedError(
+                f"{name} resizes to a fixed size {transform.fixed_size}; the manifest has no "
+                "such rule yet (the head and tail work; only the bundle export does not)"
+            )
+        resize = MinMaxSideResize(
+            min_size=int(transform.min_size[-1]),
+            max_size=int(transform.max_size),
+            size_divisible=math.lcm(int(transform.size_divisible), student.latent_stride),
+        )
+    else:
+        spec = teacher_spec(name)
+        resize = CenterCropResize(resize=spec.resize, crop=spec.crop)
+    return Preprocessing(resize=resize, mean=mean, std=std, pad_value=pad)  # type: ignore[arg-type]
+
+
+def save_tail(
+    student: SplitModel, teachers: dict[str, tuple[str, nn.Module]], path: Path
+) -> None:
+    """Spec + weights: `runtime.TailRuntime` rebuilds teachers by name, then the student."""
+    torch.save(
+        {
+            "format": TAIL_FORMAT,
+            "config": student.config.to_dict(),
+            "teachers": {
+                task: {"name": n, "num_classes": _num_classes(n, t)}
+                for task, (n, t) in teachers.items()
+            },
+            "teacher_weights": {task: t.state_dict() for task, (_, t) in teachers.items()},
+            "student": student.state_dict(),
+        },
+        path,
+    )
+
+
+def export_local(
+    teachers: dict[str, tuple[str, nn.Module]],
+    sample: np.ndarray,
+    example: torch.Tensor,
+    out: Path,
+) -> dict[str, str]:
+    """Each teacher as a whole ONNX graph for on-device fallback (see device_client/local.py)."""
+    files: dict[str, str] = {}
+    for task, (_, teacher) in teachers.items():
+        file = "local.onnx" if not files else f"local_{task}.onnx"
+        if task == "detection":
+            _export_onnx(
+                _LocalDetector(teacher),
+                (torch.from_numpy(sample),),
+                out / file,
+                ["image"],
+                ["boxes", "scores", "labels"],
+                dynamic={"image": {0: "height", 1: "width"}, "boxes": {0: "n"},
+                         "scores": {0: "n"}, "labels": {0: "n"}},
+            )
+        else:
+            _export_onnx(_LocalClassifier(teacher), (example,), out / file, ["image"], ["logits"])
+        files[task] = file
+    return files
+
+
+def measure_branches(
+    student: SplitModel, root: Path, sample: np.ndarray, repeats: int
+) -> tuple[Branch, ...]:
+    """Figures on `sample`, on this machine: the median of `repeats` runs."""
+    bundle = load_bundle(root)
+    runner = HeadRunner(bundle)
+    head_input = runner.preprocess(sample)
+    size = head_input.geometry.input_size
+    branches = []
+    for width in runner.widths:
+        runner.set_width(width)
+        latent, _ = runner.head(head_input.image)
+        payload = runner.codec.encode(latent)
+        device_ms = _median_ms(lambda: runner.codec.encode(runner.head(head_input.image)[0]),
+                               repeats)
+        latent_hat = torch.from_numpy(runner.codec.decode(payload))[None]
+        tail_sizes = ([size], [head_input.geometry.original])
+
+        def tails(latent_hat: torch.Tensor = latent_hat, sizes: Any = tail_sizes) -> None:
+            with torch.no_grad():
+                for tail in student.tails.values():
+                    tail(latent_hat, *sizes)
+
+        branches.append(Branch(
+            id=f"split-w{round(width * 100):03d}", kind="split", width=width,
+            latent_channels=int(latent.shape[0]), input_size=size,
+            codec=CodecId.FACTORIZED_ANS.name, expected_bytes=float(payload.nbytes),
+            device_ms=device_ms, edge_ms=_median_ms(tails, repeats),
+        ))
+    local = LocalRunner(bundle)
+    if "detection" in local.sessions:
+        local_ms = _median_ms(lambda: local.detect(sample), repeats)
+    else:
+        local_ms = _median_ms(lambda: local.classify(sample), repeats)
+    branches.append(Branch(id="local", kind="local", device_ms=local_ms, edge_ms=0.0,
+                           expected_bytes=0.0))
+    jpeg = make_codec(CodecId.JPEG, quality=90)
+    branches.append(Branch(
+        id="jpeg-q90", kind="jpeg", codec=CodecId.JPEG.name,
+        input_size=(sample.shape[0], sample.shape[1]),
+        expected_bytes=float(jpeg.encode(sample).nbytes),
+        device_ms=_median_ms(lambda: jpeg.encode(sample), repeats),
+    ))
+    branches.append(Branch(id="skip", kind="skip", expected_bytes=0.0, device_ms=0.0,
+                           edge_ms=0.0))
+    return tuple(branches)
+
+
+class _HeadGraph(nn.Module):
+    def __init__(self, student: SplitModel) -> None:
+        super().__init__()
+        self.head = student.head
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(image)
+
+
+class _Gate(nn.Module):
+    def __init__(self, student: SplitModel) -> None:
+        super().__init__()
+        self.head = student.head
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head.gate(image)
+
+
+class _LocalDetector(nn.Module):
+    """uint8 HWC RGB frame → the teacher's boxes/scores/labels in original pixels."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        result = self.detector([image.permute(2, 0, 1).float() / 255.0])[0]
+        return result["boxes"], result["scores"], result["labels"]
+
+
+class _LocalClassifier(nn.Module):
+    """uint8 NHWC preprocessed image → the teacher's logits (ImageNet normalization inside)."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.register_buffer("mean", torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = (image.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
+        return self.classifier(x)
+
+
+def _export_heads(student: SplitModel, example: torch.Tensor, out: Path) -> list[str]:
+    files = []
+    previous = student.width
+    try:
+        for width in student.config.widths:
+            student.set_width(width)  # the slices become constants of this width's graph
+            _export_onnx(_HeadGraph(student), (example,), out / head_file(width), ["image"],
+                         ["latent", "prefilter_score"],
+                         dynamic={"image": {1: "height", 2: "width"},
+                                  "latent": {2: "latent_height", 3: "latent_width"}})
+            files.append(head_file(width))
+    finally:
+        student.set_width(previous)
+    return files
+
+
+def _export_onnx(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    dynamic: dict[str, dict[int, str]] | None = None,
+) -> None:
+    if dynamic is None:
+        dynamic = {"image": {1: "height", 2: "width"}}
+    with _quiet_export(), torch.no_grad():
+        # The TorchScript exporter: the dynamo one needs onnxscript and cannot yet trace
+        # torchvision's detection post-processing (data-dependent shapes).
+        torch.onnx.export(
+            module.eval(), args, str(path), dynamo=False, opset_version=OPSET,
+            input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
+        )
+
+
+@contextmanager
+def _quiet_export() -> Iterator[None]:
+    """The legacy exporter warns that it is legacy, and torchvision's detection code warns while
+    traced (python ints from shapes); both are expected here and nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r".*feature will be removed")
+        warnings.filterwarnings("ignore", message=r"To copy construct from a tensor")
+        warnings.filterwarnings("ignore", message=r"Exporting aten::index operator")
+        yield
+
+
+def _example_input(sample: np.ndarray, preprocessing: Preprocessing) -> torch.Tensor:
+    return torch.from_numpy(Preprocessor(preprocessing)(sample).image)
+
+
+def _median_ms(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up: first runs allocate
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(statistics.median(times))
+
+
+def _num_classes(name: str, teacher: nn.Module) -> int:
+    if teacher_spec(name).task == "classification":
+        last = [m for m in teacher.modules() if isinstance(m, nn.Linear)][-1]
+        return int(last.out_features)
+    roi_heads = getattr(teacher, "roi_heads", None)
+    if roi_heads is not None:
+        return int(roi_heads.box_predictor.cls_score.out_features)
+    head = teacher.head
+    classification = getattr(head, "classification_head", None)
+    return int(classification.num_classes)

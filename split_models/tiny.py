@@ -1,0 +1,68 @@
+"""Small teachers that train and run on a CPU in seconds: the demo bundle and the tests use them.
+
+They are torchvision models with fewer channels, not new architectures: `TinyResNet` is a
+torchvision `ResNet` (same attribute names, same forward) with widths 16..128, and the tiny
+detector is torchvision's `FasterRCNN` on it with a narrow FPN and box head. So the split code
+treats them exactly like the big teachers.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.rpn import AnchorGenerator
+from torchvision.models.resnet import BasicBlock, ResNet
+
+TINY_WIDTHS = (16, 32, 64, 128)
+
+
+class TinyResNet(ResNet):
+    """A ResNet-10 with `widths` channels per stage; torchvision's forward and attribute names."""
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int, int] = TINY_WIDTHS):
+        nn.Module.__init__(self)  # ResNet.__init__ hard-codes 64..512 channels
+        self._norm_layer = nn.BatchNorm2d
+        self.inplanes, self.dilation, self.groups, self.base_width = widths[0], 1, 1, 64
+        self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(BasicBlock, widths[0], 1)
+        self.layer2 = self._make_layer(BasicBlock, widths[1], 1, stride=2)
+        self.layer3 = self._make_layer(BasicBlock, widths[2], 1, stride=2)
+        self.layer4 = self._make_layer(BasicBlock, widths[3], 1, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(widths[3], num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+
+def tiny_fasterrcnn(num_classes: int = 4, min_size: int = 320, max_size: int = 512) -> FasterRCNN:
+    """torchvision's Faster R-CNN on a TinyResNet + 32-channel FPN; ~1 M parameters."""
+    body = TinyResNet(widths=TINY_WIDTHS)
+    del body.avgpool, body.fc  # IntermediateLayerGetter stops at layer4 anyway; keep it lean
+    fpn_channels = 32
+    backbone = BackboneWithFPN(
+        body,
+        return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+        in_channels_list=list(TINY_WIDTHS),
+        out_channels=fpn_channels,
+    )
+    anchors = AnchorGenerator(
+        sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5
+    )
+    return FasterRCNN(
+        backbone,
+        num_classes=None,
+        min_size=min_size,
+        max_size=max_size,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_test=200,
+        rpn_post_nms_top_n_test=100,
+        box_head=TwoMLPHead(fpn_channels * 7 * 7, 128),
+        box_predictor=FastRCNNPredictor(128, num_classes),
+        box_detections_per_img=50,
+    )

@@ -1,0 +1,65 @@
+"""Teachers by name, with clear errors; every registered teacher splits and runs its head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from shared.errors import TeacherError  # noqa: E402
+from split_models.split import SplitConfig, build_student, find_split  # noqa: E402
+from split_models.teachers import TEACHERS, build_teacher, teacher_spec  # noqa: E402
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(TeacherError, match=r"known: .*resnet50.*tiny_fasterrcnn"):
+        build_teacher("resnet51")
+
+
+def test_unknown_weights_list_the_enum() -> None:
+    with pytest.raises(TeacherError, match="IMAGENET1K_V2"):
+        build_teacher("resnet50", weights="IMAGENET9K")
+    with pytest.raises(TeacherError, match="no torchvision weights"):
+        build_teacher("tiny_resnet", weights="DEFAULT")
+
+
+def test_checkpoint_paths(tmp_path: Path) -> None:
+    with pytest.raises(TeacherError, match="does not exist"):
+        build_teacher("tiny_resnet", weights=tmp_path / "missing.pt")
+    source = build_teacher("tiny_resnet")
+    torch.save({"model": source.state_dict()}, tmp_path / "ok.pt")
+    loaded = build_teacher("tiny_resnet", weights=str(tmp_path / "ok.pt"))
+    assert torch.equal(loaded.fc.weight, source.fc.weight)
+    torch.save(build_teacher("tiny_resnet", num_classes=3).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(TeacherError, match="does not fit"):
+        build_teacher("tiny_resnet", weights=tmp_path / "other.pt")
+
+
+def test_bad_split_layer_lists_the_children() -> None:
+    with pytest.raises(TeacherError, match="layer1"):
+        find_split("tiny_resnet", build_teacher("tiny_resnet"), "layer9")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(TEACHERS))
+def test_every_teacher_splits_and_runs(name: str) -> None:
+    """Construct (random init), split at the default layer, run head and tail at a small input."""
+    torch.manual_seed(0)
+    teacher = build_teacher(name)
+    task = teacher_spec(name).task
+    student = build_student({task: (name, teacher)}, SplitConfig(latent_channels=8,
+                                                                   widths=(0.5, 1.0)))
+    image = torch.randint(0, 255, (1, 128, 160, 3), dtype=torch.uint8)
+    head_params = sum(p.numel() for p in student.head.parameters())
+    assert head_params < sum(p.numel() for p in teacher.parameters()) / 4
+    for width, channels in ((0.5, 4), (1.0, 8)):
+        student.set_width(width)
+        with torch.no_grad():
+            out = student(image, [(128, 150)], [(256, 300)])
+        assert out["latent"].shape[:2] == (1, channels)
+        if task == "detection":
+            assert out["detection"][0]["boxes"].shape[1] == 4
+        else:
+            assert out["classification"].shape[0] == 1
