@@ -17,6 +17,7 @@ Never imports torch.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,27 +42,35 @@ class HeadOutput:
     head_ms: float
 
 
-def make_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+CPU_ONLY = ("CPUExecutionProvider",)
+
+
+def make_session(
+    path: Path, threads: int | None = None, providers: Sequence[str] = CPU_ONLY
+) -> ort.InferenceSession:
+    """One onnxruntime session; `providers` in preference order (CUDA/TensorRT on a Jetson)."""
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=list(providers))
 
 
 class HeadRunner:
     """All heads of one bundle, ready at once; `set_width` switches between them for free."""
 
-    def __init__(self, bundle: Bundle, threads: int | None = None) -> None:
+    def __init__(
+        self, bundle: Bundle, threads: int | None = None, providers: Sequence[str] = CPU_ONLY
+    ) -> None:
         manifest = bundle.manifest
         self.bundle = bundle
         self.preprocess = Preprocessor(manifest.preprocessing)
         self.threshold = manifest.prefilter.threshold
         self.widths = tuple(h.width for h in manifest.heads)
         self.sessions = {
-            h.width: make_session(bundle.path(h.file), threads) for h in manifest.heads
+            h.width: make_session(bundle.path(h.file), threads, providers) for h in manifest.heads
         }
-        self.gate_session = make_session(bundle.path(manifest.prefilter.file), threads)
+        self.gate_session = make_session(bundle.path(manifest.prefilter.file), threads, providers)
         self.codec = FactorizedAnsCodec(FactorizedTables.load(bundle.path(manifest.entropy_file)))
         self.width = max(self.widths)
 

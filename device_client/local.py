@@ -9,6 +9,7 @@ Never imports torch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from device_client.head import make_session
+from device_client.head import CPU_ONLY, make_session
 from device_client.preprocess import Image, Preprocessor
 from shared.bundle import Bundle, Task, load_bundle
 from shared.errors import BundleError
@@ -32,11 +33,13 @@ class LocalDetections:
 class LocalRunner:
     """The bundle's full models, one session per task, built once."""
 
-    def __init__(self, bundle: Bundle, threads: int | None = None) -> None:
+    def __init__(
+        self, bundle: Bundle, threads: int | None = None, providers: Sequence[str] = CPU_ONLY
+    ) -> None:
         self.bundle = bundle
         self.preprocess = Preprocessor(bundle.manifest.preprocessing)
         self.sessions = {
-            task: make_session(bundle.path(name), threads)
+            task: make_session(bundle.path(name), threads, providers)
             for task, name in bundle.manifest.local_files.items()
         }
 

@@ -91,7 +91,9 @@ async def serve(
     await stop.wait()
     announce("draining", pending=runtime.pending)
     await set_serving(health, False)
-    await asyncio.gather(runtime.drain(), grpc_server.stop(settings.drain_seconds))
+    await asyncio.gather(
+        runtime.drain(settings.drain_seconds), grpc_server.stop(settings.drain_seconds)
+    )
     http_server.should_exit = True
     await http_task
     sock.close()

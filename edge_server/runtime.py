@@ -8,6 +8,7 @@ exactly one counted outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from edge_server.models import LoadedModel, ModelRegistry, load_model
 from edge_server.settings import EdgeSettings
 from shared.bundle import Branch, Task
 from shared.codecs import CodecId, DecodeLimits, Payload, decode_image
-from shared.errors import CodecError, FrameError, InvalidRequest
+from shared.errors import CodecError, FrameError, InvalidRequest, NotReady, ShuttingDown
 from shared.messages import latent_payload, size_of
 from shared.wire import pb
 from split_models.runtime import TailResult
@@ -58,6 +59,9 @@ class EdgeRuntime:
         self.registry = ModelRegistry()
         self.ready = False
         self.draining = False
+        self.active = 0  # frames admitted and not yet answered
+        self._idle = asyncio.Event()
+        self._idle.set()
         # Tails run on their own threads (torch releases the GIL); decoding on another, so a big
         # batch never delays the decode of the next frame.
         self._tail_pool = ThreadPoolExecutor(settings.tail_threads, thread_name_prefix="tail")
@@ -81,10 +85,14 @@ class EdgeRuntime:
         await asyncio.get_running_loop().run_in_executor(None, self.load)
         self.ready = True
 
-    async def drain(self) -> None:
-        """Refuse new frames, finish every admitted one."""
+    async def drain(self, grace_s: float) -> None:
+        """Refuse new frames, answer every admitted one (within `grace_s`), then stop the pools."""
         self.ready = False
         self.draining = True
+        # Past the grace, what is left is answered by the batchers' close below, or cancelled by
+        # gRPC's own grace.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace_s)
         await asyncio.gather(*(b.close() for b in self._batchers.values()))
         self._tail_pool.shutdown(wait=True)
         self._decode_pool.shutdown(wait=True)
@@ -99,7 +107,14 @@ class EdgeRuntime:
         received = time.monotonic()
         deadline = _monotonic_deadline(request.deadline_unix_ns, received)
         model_label, branch_label = request.model_name or "?", request.branch_id or "?"
+        if not self.ready:
+            self.metrics.requests.labels(model_label, branch_label, "unavailable").inc()
+            if self.draining:
+                raise ShuttingDown("the server is shutting down and takes no new frames")
+            raise NotReady("the server is still loading its bundles; retry shortly")
         self.metrics.pending.inc()
+        self.active += 1
+        self._idle.clear()
         try:
             model = self.registry.resolve(request.model_name, request.model_version)
             branch, raw, payload_bytes = self._admit(model, request)
@@ -119,6 +134,9 @@ class EdgeRuntime:
             raise
         finally:
             self.metrics.pending.dec()
+            self.active -= 1
+            if self.active == 0:
+                self._idle.set()
         total_s = time.monotonic() - received
         self.metrics.requests.labels(model.name, branch.id, "ok").inc()
         for stage, seconds in (

@@ -15,6 +15,7 @@
           ├── DeadlineMissed  the frame cannot make its deadline; it was not computed
           ├── Overloaded      the server's queue is full; try again after `retry_after_ms`
           ├── Unauthenticated a missing or wrong bearer token
+          ├── NotReady        the server is still loading its bundles (UNAVAILABLE)
           └── ShuttingDown    the server is draining and takes no new frames (UNAVAILABLE)
 
 The FrameError codes are gRPC's canonical status numbers (the proto's FrameCode mirrors them), so
@@ -91,6 +92,13 @@ class Unauthenticated(FrameError):
 
     code = 16  # UNAUTHENTICATED
     http_status = 401
+
+
+class NotReady(FrameError):
+    """The server is up but still loading or warming its bundles; retry shortly."""
+
+    code = 14  # UNAVAILABLE
+    http_status = 503
 
 
 class ShuttingDown(FrameError):

@@ -73,8 +73,8 @@ class RunningEdge:
 
     def runtime_metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples in the server's registry whose labels include `labels`."""
-        from prometheus_client.parser import text_string_to_metric_families
         from prometheus_client import generate_latest
+        from prometheus_client.parser import text_string_to_metric_families
 
         assert self.runtime is not None
         text = generate_latest(self.runtime.metrics.registry).decode()

@@ -66,7 +66,9 @@ def test_whole_frame_inference_equals_the_teacher(http, bundle_dir, fmt) -> None
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format=fmt, quality=95)
     response = http.post(
-        "/v1/infer", params={"model": MODEL}, content=buffer.getvalue(),
+        "/v1/infer",
+        params={"model": MODEL},
+        content=buffer.getvalue(),
         headers={"Content-Type": f"image/{fmt.lower()}"},
     )
     assert response.status_code == 200, response.text
@@ -77,8 +79,14 @@ def test_whole_frame_inference_equals_the_teacher(http, bundle_dir, fmt) -> None
     decoded = np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
     (expected,) = TailRuntime.load(bundle_dir).run_images([decoded])
     ours = [
-        (d["box"]["x_min"], d["box"]["y_min"], d["box"]["x_max"], d["box"]["y_max"],
-         d["score"], d["label_id"])
+        (
+            d["box"]["x_min"],
+            d["box"]["y_min"],
+            d["box"]["x_max"],
+            d["box"]["y_max"],
+            d["score"],
+            d["label_id"],
+        )
         for d in body["detections"]
     ]
     assert_same_detections(ours, [(*d.box, d.score, d.label_id) for d in expected.detections])
@@ -91,8 +99,10 @@ def test_whole_frame_for_one_task(http) -> None:
     buffer = io.BytesIO()
     Image.fromarray(a_frame()).save(buffer, format="JPEG")
     body = http.post(
-        "/v1/infer", params={"model": MODEL, "task": "classification"},
-        content=buffer.getvalue(), headers={"Content-Type": "image/jpeg"},
+        "/v1/infer",
+        params={"model": MODEL, "task": "classification"},
+        content=buffer.getvalue(),
+        headers={"Content-Type": "image/jpeg"},
     ).json()
     assert body["classifications"] and body["detections"] == []
 
@@ -100,16 +110,43 @@ def test_whole_frame_for_one_task(http) -> None:
 def test_errors_are_json_with_the_right_status(http, edge) -> None:
     jpeg = make_codec(CodecId.JPEG).encode(a_frame()).strings[0]
     cases = [
-        (dict(params={"model": MODEL}, content=b"not an image",
-              headers={"Content-Type": "image/jpeg"}), 400, "decode"),
-        (dict(params={"model": MODEL}, content=jpeg, headers={"Content-Type": "text/plain"}),
-         400, "Content-Type"),
-        (dict(params={"model": "nope"}, content=jpeg, headers={"Content-Type": "image/jpeg"}),
-         404, MODEL),
-        (dict(params={"model": MODEL, "task": "segmentation"}, content=jpeg,
-              headers={"Content-Type": "image/jpeg"}), 400, "segmentation"),
-        (dict(params={"model": MODEL}, content=b"\xff" * (edge.settings.max_message_bytes + 1),
-              headers={"Content-Type": "image/jpeg"}), 413, "at most"),
+        (
+            dict(
+                params={"model": MODEL},
+                content=b"not an image",
+                headers={"Content-Type": "image/jpeg"},
+            ),
+            400,
+            "decode",
+        ),
+        (
+            dict(params={"model": MODEL}, content=jpeg, headers={"Content-Type": "text/plain"}),
+            400,
+            "Content-Type",
+        ),
+        (
+            dict(params={"model": "nope"}, content=jpeg, headers={"Content-Type": "image/jpeg"}),
+            404,
+            MODEL,
+        ),
+        (
+            dict(
+                params={"model": MODEL, "task": "segmentation"},
+                content=jpeg,
+                headers={"Content-Type": "image/jpeg"},
+            ),
+            400,
+            "segmentation",
+        ),
+        (
+            dict(
+                params={"model": MODEL},
+                content=b"\xff" * (edge.settings.max_message_bytes + 1),
+                headers={"Content-Type": "image/jpeg"},
+            ),
+            413,
+            "at most",
+        ),
     ]
     for kwargs, status, text in cases:
         response = http.post("/v1/infer", **kwargs)
@@ -121,9 +158,13 @@ def test_errors_are_json_with_the_right_status(http, edge) -> None:
 def test_metrics_expose_counts_stages_batches_and_bytes(http) -> None:
     text = http.get("/metrics").text
     for name in (
-        "splitedge_requests_total", "splitedge_stage_seconds_bucket", "splitedge_pending_frames",
-        "splitedge_batch_size_bucket", "splitedge_batch_released_total",
-        "splitedge_payload_bytes_bucket", "splitedge_frames_computed_total",
+        "splitedge_requests_total",
+        "splitedge_stage_seconds_bucket",
+        "splitedge_pending_frames",
+        "splitedge_batch_size_bucket",
+        "splitedge_batch_released_total",
+        "splitedge_payload_bytes_bucket",
+        "splitedge_frames_computed_total",
     ):
         assert name in text, name
     assert 'stage="decode"' in text and 'status="ok"' in text

@@ -63,9 +63,7 @@ def test_http_refuses_missing_and_wrong_tokens(guarded_edge) -> None:
                 assert response.status_code == 401, path
                 assert "token" in response.json()["error"]
                 assert response.headers["WWW-Authenticate"] == "Bearer"
-            refused = http.post(
-                "/v1/infer", params={"model": MODEL}, content=b"x", headers=headers
-            )
+            refused = http.post("/v1/infer", params={"model": MODEL}, content=b"x", headers=headers)
             assert refused.status_code == 401
         assert http.get("/healthz").status_code == 200
         assert http.get("/readyz").status_code == 200
@@ -98,10 +96,26 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     key, cert = folder / "key.pem", folder / "cert.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -116,7 +130,8 @@ def test_tls_on_both_ports(bundle_dir, certificate, encoder) -> None:
         channel = grpc.secure_channel(running.grpc_target, credentials)
         client = pb_grpc.SplitInferenceStub(channel)
         answer = client.Infer(
-            encoder.request(a_frame()), metadata=(("authorization", f"Bearer {TOKEN}"),),
+            encoder.request(a_frame()),
+            metadata=(("authorization", f"Bearer {TOKEN}"),),
             timeout=30,
         )
         assert answer.status.code == pb.FRAME_OK

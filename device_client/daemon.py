@@ -1,0 +1,203 @@
+"""`splitedge device run --config device.yaml`: the device daemon's process.
+
+Start-up builds everything once — settings, bundle (downloaded and verified, or local), head and
+local sessions, branch policy, sinks, uplink, metrics endpoint, source — and refuses to start with
+a clear message when any of it is wrong (exit 2 for the config, 1 for the rest). Then frames flow
+until the source ends or SIGTERM/SIGINT; in-flight frames finish (by their deadline at the
+latest), every frame's outcome is written, and the process exits.
+
+Lifecycle events go to stderr as JSON lines (`starting`, `ready`, `failed`, `stopped`); outcomes
+go to the sinks (stdout by default), so the two never mix. `stopped` lists any torch module in
+`sys.modules` (it must be empty: the device installs without torch).
+
+Never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from device_client.bundles import BundleStore
+from device_client.config import DeviceSettings, load_settings
+from device_client.grpc_uplink import GrpcUplink
+from device_client.head import HeadRunner
+from device_client.local import LocalRunner
+from device_client.metrics import DeviceMetrics, serve
+from device_client.pipeline import Pipeline
+from device_client.policy import FixedBranch
+from device_client.sinks import Fanout, open_sink
+from device_client.sources import open_source
+from device_client.systemd import Notifier
+from shared.bundle import Bundle
+from shared.errors import ConfigError, SplitEdgeError
+
+log = logging.getLogger("splitedge.device")
+FORBIDDEN = ("torch", "torchvision", "compressai")
+
+
+def announce(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), file=sys.stderr, flush=True)
+
+
+def forbidden_modules() -> list[str]:
+    return sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)
+
+
+def build_runners(
+    bundle: Bundle, settings: DeviceSettings
+) -> tuple[HeadRunner, LocalRunner | None]:
+    config = settings.pipeline
+    available = ort.get_available_providers()
+    missing = [p for p in config.providers if p not in available]
+    if missing:
+        raise ConfigError(
+            f"pipeline.providers {missing} are not in this onnxruntime build (it has "
+            f"{available}); install the onnxruntime build for this device (see deploy/README.md) "
+            "or use CPUExecutionProvider"
+        )
+    head = HeadRunner(bundle, config.threads, config.providers)
+    local = (
+        LocalRunner(bundle, config.threads, config.providers)
+        if bundle.manifest.local_files
+        else None
+    )
+    return head, local
+
+
+def run(settings: DeviceSettings) -> int:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    notifier = Notifier()
+    announce("starting", pid=os.getpid(), device_id=settings.device_id)
+    metrics = DeviceMetrics()
+    token = settings.edge.bearer_token()
+    bundle = BundleStore(settings.state_dir, settings.bundle, token).resolve()
+    head, local = build_runners(bundle, settings)
+    policy = FixedBranch.from_manifest(bundle.manifest, settings.pipeline.branch)
+    sink = Fanout([open_sink(c) for c in settings.sinks])
+    uplink = GrpcUplink(
+        settings.edge,
+        token,
+        on_state=lambda up: _uplink_state(metrics, up),
+    )
+    pipeline = Pipeline(
+        manifest=bundle.manifest,
+        head=head,
+        local=local,
+        uplink=uplink,
+        policy=policy,
+        sink=sink,
+        metrics=metrics,
+        config=settings.pipeline,
+        edge=settings.edge,
+        stream_id=settings.device_id,
+    )
+    source = open_source(settings.source, settings.pipeline.queue, pipeline.on_source_drop)
+    metrics_port = None
+    if settings.metrics.enabled:
+        _server, metrics_port = serve(metrics, settings.metrics.host, settings.metrics.port)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        notifier.stopping()
+        pipeline.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    uplink.start()
+    # Give the first connection a moment so the first frames do not all fall back; the daemon
+    # starts either way (the edge may come later).
+    uplink.wait_available(settings.edge.connect_timeout_s)
+    announce(
+        "ready",
+        bundle=f"{bundle.manifest.name}:{bundle.manifest.version}",
+        bundle_dir=str(bundle.root),
+        branch=policy.branch.id,
+        metrics_port=metrics_port,
+        edge_up=uplink.available,
+        providers=list(settings.pipeline.providers),
+    )
+    notifier.ready(f"branch {policy.branch.id}")
+    started = time.monotonic()
+    try:
+        tally = pipeline.run(source, on_frame=notifier.watchdog)
+    finally:
+        uplink.close()
+        sink.close()
+    announce(
+        "stopped",
+        seconds=round(time.monotonic() - started, 3),
+        frames=tally.seen,
+        settled=tally.settled,
+        outcomes=dict(tally.outcomes),
+        reasons=dict(tally.reasons),
+        late_replies=tally.late_replies,
+        reconnects=uplink.reconnects,
+        forbidden_modules=forbidden_modules(),
+    )
+    return 0
+
+
+def _uplink_state(metrics: DeviceMetrics, up: bool) -> None:
+    metrics.uplink_up.set(1 if up else 0)
+    if up:
+        metrics.reconnects.inc()
+
+
+USAGE = "splitedge device {run,check} --config device.yaml"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="splitedge device",
+        description="The device daemon: capture → prefilter → head → encode → stream → results. "
+        "Every config key can be overridden by an env var SPLITEDGE_DEVICE_<SECTION>__<KEY>.",
+    )
+    parser.add_argument("command", choices=("run", "check"), help="run the daemon / check config")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("SPLITEDGE_DEVICE_CONFIG"),
+        help="YAML config (env SPLITEDGE_DEVICE_CONFIG)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        if args.command == "check":
+            bundle = BundleStore(
+                settings.state_dir, settings.bundle, settings.edge.bearer_token()
+            ).resolve()
+            branch = FixedBranch.from_manifest(bundle.manifest, settings.pipeline.branch).branch
+            print(
+                json.dumps(
+                    {
+                        "config": settings.model_dump(mode="json"),
+                        "bundle": f"{bundle.manifest.name}:{bundle.manifest.version}",
+                        "branch": branch.id,
+                    },
+                    indent=2,
+                )
+            )
+            return 0
+        return run(settings)
+    except ConfigError as exc:
+        announce("failed", error=str(exc), kind="config")
+        print(f"splitedge device: invalid configuration\n{exc}", file=sys.stderr)
+        return 2
+    except SplitEdgeError as exc:
+        announce("failed", error=str(exc), kind=type(exc).__name__)
+        print(f"splitedge device: {exc}", file=sys.stderr)
+        return 1
