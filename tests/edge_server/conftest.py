@@ -122,8 +122,9 @@ def start_edge(settings: EdgeSettings) -> RunningEdge:
     return edge
 
 
-def edge_settings(bundle: Path, **overrides: Any) -> EdgeSettings:
-    options: dict[str, Any] = {"bundle": [bundle], "grpc_port": 0, "http_port": 0} | overrides
+def edge_settings(bundle: Path | list[Path], **overrides: Any) -> EdgeSettings:
+    bundles = bundle if isinstance(bundle, list) else [bundle]
+    options: dict[str, Any] = {"bundle": bundles, "grpc_port": 0, "http_port": 0} | overrides
     return EdgeSettings(**options)
 
 

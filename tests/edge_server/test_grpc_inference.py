@@ -232,3 +232,30 @@ def test_async_client_many_unary_calls(batching_edge, encoder) -> None:
 
     answers = asyncio.run(main())
     assert [a.frame_id for a in answers] == list(range(12))
+
+
+def test_several_versions_side_by_side(bundle_dir, tmp_path, encoder) -> None:
+    import shutil
+
+    from shared.bundle import load_bundle, write_manifest
+    from tests.edge_server.conftest import edge_settings, start_edge
+
+    newer = tmp_path / "demo-shapes-v2"
+    shutil.copytree(bundle_dir, newer)
+    manifest = load_bundle(newer).manifest
+    write_manifest(newer, manifest.model_copy(update={"version": "2"}))
+    running = start_edge(edge_settings([bundle_dir, newer], warmup=False))
+    try:
+        client = stub(running)
+        listed = client.ListModels(pb.ListModelsRequest(), timeout=10).models
+        assert sorted(m.version for m in listed) == ["1", "2"]
+        request = encoder.request(a_frame())
+        assert client.Infer(request, timeout=30).model_version == "2"  # newest by default
+        request.model_version = "1"
+        assert client.Infer(request, timeout=30).model_version == "1"
+        request.model_version = "3"
+        with pytest.raises(grpc.RpcError) as err:
+            client.Infer(request, timeout=30)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND and "1, 2" in err.value.details()
+    finally:
+        running.stop()

@@ -141,3 +141,35 @@ def test_fuzz_thousands_of_malformed_frames_leave_the_server_serving(edge, encod
                 grpc.StatusCode.NOT_FOUND,
             }, err.details()
     assert client.Infer(valid, timeout=30).status.code == pb.FRAME_OK
+
+
+def test_http_overload_is_429_with_retry_after(bundle_dir) -> None:
+    import httpx
+
+    from shared.codecs import CodecId, make_codec
+
+    running = start_edge(edge_settings(bundle_dir, max_pending=1, max_batch_size=1, warmup=False))
+    jpeg = make_codec(CodecId.JPEG).encode(a_frame(480, 640)).strings[0]
+
+    async def flood() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=running.http_url, timeout=120) as http:
+            return await asyncio.gather(
+                *(
+                    http.post(
+                        "/v1/infer",
+                        params={"model": "demo-shapes"},
+                        content=jpeg,
+                        headers={"Content-Type": "image/jpeg"},
+                    )
+                    for _ in range(20)
+                )
+            )
+
+    try:
+        responses = asyncio.run(flood())
+    finally:
+        running.stop()
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 429} and 429 in statuses and 200 in statuses
+    refused = next(r for r in responses if r.status_code == 429)
+    assert int(refused.headers["Retry-After"]) >= 1 and "queued" in refused.json()["error"]
