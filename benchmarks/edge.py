@@ -74,13 +74,13 @@ def build_request(bundle: Path) -> tuple[pb.InferRequest, Any]:
     return request, (runner, out, geometry)
 
 
-def raw_tail(bundle: Path, context: Any, repeats: int) -> dict[str, Any]:
+def raw_tail(bundle: Path, context: Any, repeats: int, threads: int) -> dict[str, Any]:
     """The tail alone, in process: ms per frame at batch 1 and the best batched frames/s."""
     import torch
 
+    torch.set_num_threads(threads)
     from split_models.runtime import TailRuntime
 
-    torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "2")))
     runner, out, geometry = context
     runtime = TailRuntime.load(bundle)
     latent = runner.codec.decode(out.payload)
@@ -203,17 +203,21 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--batch", type=int, default=16, help="max batch size when batching")
     parser.add_argument("--delay-ms", type=float, default=2.0, help="max queue delay, batching")
+    # One intra-op thread for the raw tail and the server alike: on 2 shared cores, torch's
+    # OpenMP pool at 2 threads ran the same tail 60x slower whenever another process was busy.
+    parser.add_argument("--torch-threads", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or random_bundle(Path(tmp) / "bench")
         request, context = build_request(bundle)
-        raw = raw_tail(bundle, context, repeats=max(32, args.frames))
+        raw = raw_tail(bundle, context, repeats=max(32, args.frames), threads=args.torch_threads)
         best_raw = max(raw["batched_fps"].values())
         report: dict[str, Any] = {
             "bundle": str(bundle),
             "frame": "240x320",
             "latent_bytes": len(request.latent.strings[0]) + len(request.latent.strings[1]),
             "cpu_count": os.cpu_count(),
+            "torch_threads": args.torch_threads,
             "raw_tail": raw,
         }
         configs = {
@@ -222,7 +226,13 @@ def main() -> None:
         }
         report["throughput_fps"] = {}
         for name, settings in configs.items():
-            server = Server(bundle, max_pending=256, stream_window=8, **settings)
+            server = Server(
+                bundle,
+                max_pending=256,
+                stream_window=8,
+                torch_threads=args.torch_threads,
+                **settings,
+            )
             try:
                 if name == "batching_off":
                     lat = asyncio.run(latencies(server.target, request, args.frames))
