@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: setup test lint typecheck unit bench-codecs protos clean
+.PHONY: setup demo test lint typecheck unit bench-codecs bench-heads bench-edge bench-device \
+        protos clean
 
 # One virtual environment with every extra (device, edge, train, dev), pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -14,6 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The main job (README): edge server + device daemon on a generated clip, with the demo bundle.
+demo: setup
+	$(PY) -m splitedge demo
 
 # The test command (README, .ci/run): lint, types, then the tests.
 test: setup lint typecheck unit
@@ -29,6 +34,15 @@ unit: setup
 
 bench-codecs: setup
 	$(PY) -m benchmarks.codecs
+
+bench-heads: setup
+	$(PY) -m benchmarks.heads
+
+bench-edge: setup
+	$(PY) -m benchmarks.edge
+
+bench-device: setup
+	$(PY) -m benchmarks.device
 
 # Regenerate shared/wire/ after editing proto/ (a test fails while they differ).
 protos: setup

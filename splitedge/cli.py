@@ -12,7 +12,14 @@ USAGE = """usage: splitedge <command> [options]
 commands:
   serve     run the edge server (gRPC + HTTP)            splitedge serve --help
   device    run the device daemon (torch-free)           splitedge device run --config FILE
+  demo      edge + device end to end on a generated clip splitedge demo [--short]
+  dataset   generate the shapes benchmark / a video      splitedge dataset generate --help
+  train     train a teacher or a student (YAML config)   splitedge train CONFIG
+  eval      rate–accuracy report of bundles + baselines  splitedge eval --help
+  export    export a split model to a bundle             splitedge export --help
 """
+
+MODEL_COMMANDS = ("dataset", "train", "eval", "export")  # need the train extra (torch)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,5 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         from device_client.daemon import main as device_main
 
         return device_main(rest)
+    if command in MODEL_COMMANDS:
+        from split_models.cli import main as model_main
+
+        return model_main(args)
+    if command == "demo":
+        from splitedge.demo import main as demo_main
+
+        return demo_main(rest)
     print(f"splitedge: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
