@@ -77,16 +77,30 @@ class EdgeProcess:
     """`splitedge serve` on loopback, on a fixed gRPC port so a restart comes back at the same
     address."""
 
-    def __init__(self, bundle: Path, grpc_port: int, log: Path) -> None:
+    def __init__(
+        self, bundle: Path, grpc_port: int, log: Path, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.bundle, self.grpc_port, self.log = bundle, grpc_port, log
+        self.extra_args = extra_args
         self.http_port = 0
         self.process: subprocess.Popen[str] | None = None
         self._reader: JsonLinesReader | None = None
 
     def start(self) -> EdgeProcess:
         command = [
-            sys.executable, "-m", "splitedge", "serve", "--bundle", str(self.bundle),
-            "--grpc-port", str(self.grpc_port), "--http-port", "0", "--drain-seconds", "1",
+            sys.executable,
+            "-m",
+            "splitedge",
+            "serve",
+            "--bundle",
+            str(self.bundle),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--http-port",
+            "0",
+            "--drain-seconds",
+            "1",
+            *self.extra_args,
         ]
         with self.log.open("a") as err:
             self.process = subprocess.Popen(

@@ -231,3 +231,70 @@ def test_bad_config_is_refused_at_start_up(
     failed = daemon.event("failed")
     assert failed is not None and failed["kind"] == "config"
     assert not daemon.outcomes()
+
+
+def test_daemon_over_tls_with_a_bearer_token(
+    bundle_dir: Path, daemons: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (tmp_path / "token").write_text("tok-123\n")
+    edge = EdgeProcess(
+        bundle_dir,
+        free_port(),
+        tmp_path / "edge.log",
+        ("--tls-cert", str(cert), "--tls-key", str(key), "--tokens", '["tok-123"]'),
+    ).start()
+    try:
+
+        def config(token_file: Path) -> dict[str, Any]:
+            return {
+                "bundle": {"path": str(bundle_dir)},
+                "source": scene(frames=6, fps=30.0).model_dump(mode="json"),
+                "edge": {
+                    "target": f"127.0.0.1:{edge.grpc_port}",
+                    "token_file": str(token_file),
+                    "tls": {"ca_file": str(cert)},
+                    "sla_ms": 10000,
+                    "connect_timeout_s": 2,
+                    "backoff": {"initial_s": 0.1, "max_s": 0.2},
+                },
+                "pipeline": {"prefilter": {"enabled": False}, "on_edge_failure": "drop"},
+            }
+
+        good = daemons(config(tmp_path / "token")).start()
+        assert good.wait_exit() == 0, good.log
+        kinds = Counter(o["kind"] for o in good.outcomes())
+        assert kinds == {"edge": 6}, good.log
+
+        (tmp_path / "wrong").write_text("nope\n")
+        wrong = daemons(config(tmp_path / "wrong")).start()
+        assert wrong.wait_exit() == 0, wrong.log
+        outcomes = wrong.outcomes()
+        one_outcome_per_frame(outcomes, 6)
+        assert all(o["kind"] == "dropped" for o in outcomes), outcomes
+    finally:
+        edge.stop()

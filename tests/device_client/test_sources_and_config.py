@@ -82,8 +82,9 @@ def test_folder_and_video_sources_read_rgb(tmp_path: Path) -> None:
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i:02d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     folder = open_source(
-        load_settings(None, bundle={"path": "x"}, source={"kind": "folder", "path": str(tmp_path)})
-        .source,
+        load_settings(
+            None, bundle={"path": "x"}, source={"kind": "folder", "path": str(tmp_path)}
+        ).source,
         2,
         lambda f, r: None,
     )
