@@ -149,7 +149,7 @@ def save_tail(
             "format": TAIL_FORMAT,
             "config": student.config.to_dict(),
             "teachers": {
-                task: {"name": n, "num_classes": _num_classes(n, t)}
+                task: {"name": n, "num_classes": _num_classes(n, t), **_detector_size(t)}
                 for task, (n, t) in teachers.items()
             },
             "teacher_weights": {task: t.state_dict() for task, (_, t) in teachers.items()},
@@ -338,6 +338,15 @@ def _median_ms(run: Callable[[], object], repeats: int) -> float:
         run()
         times.append((time.perf_counter() - start) * 1e3)
     return float(statistics.median(times))
+
+
+def _detector_size(teacher: nn.Module) -> dict[str, int]:
+    """A detector's resize rule, when it may differ from the registry's default (a teacher
+    trained at another input size): the edge rebuilds the teacher with it."""
+    transform = getattr(teacher, "transform", None)
+    if transform is None or transform.fixed_size is not None:
+        return {}
+    return {"min_size": int(transform.min_size[-1]), "max_size": int(transform.max_size)}
 
 
 def _num_classes(name: str, teacher: nn.Module) -> int:

@@ -79,6 +79,9 @@ class TailRuntime:
         teachers: dict[str, tuple[str, nn.Module]] = {}
         for task, ref in saved["teachers"].items():
             teacher = build_teacher(ref["name"], None, ref["num_classes"])
+            if "min_size" in ref:  # a detector trained at another input size than the default
+                teacher.transform.min_size = (int(ref["min_size"]),)
+                teacher.transform.max_size = int(ref["max_size"])
             teacher.load_state_dict(saved["teacher_weights"][task])
             teachers[task] = (ref["name"], teacher.eval())
         student = build_student(teachers, SplitConfig.from_dict(saved["config"]))

@@ -1,0 +1,130 @@
+"""The model tools behind `splitedge dataset|train|eval|export`:
+
+    splitedge dataset generate --out data/shapes --seed 0 --train 1600 --val 200 --test 200
+    splitedge dataset video --out data/shapes/video.mp4 --seed 1 --frames 120
+    splitedge train configs/demo-shapes/teacher-det.yaml [--set student.rate_lambda=0.04]
+    splitedge eval --bundle bundles/demo-shapes --data data/shapes/test.json --out reports/x
+    splitedge export ...        (= python -m split_models export ...)
+
+Training resumes from the run directory's checkpoints by default (`--fresh` starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "export":
+        from split_models.__main__ import main as export_main
+
+        return export_main(args)
+    parser = argparse.ArgumentParser(prog="splitedge")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dataset = commands.add_parser("dataset", help="generate the shapes benchmark")
+    kinds = dataset.add_subparsers(dest="what", required=True)
+    generate = kinds.add_parser("generate", help="COCO-format train/val/test splits")
+    generate.add_argument("--out", type=Path, required=True)
+    generate.add_argument("--seed", type=int, default=0)
+    for split, count in (("train", 1600), ("val", 200), ("test", 200)):
+        generate.add_argument(f"--{split}", type=int, default=count, help=f"frames ({count})")
+    generate.add_argument("--height", type=int, default=240)
+    generate.add_argument("--width", type=int, default=320)
+    video = kinds.add_parser("video", help="a short clip of moving objects (.npz, + .mp4)")
+    video.add_argument("--out", type=Path, required=True, help="file.npz or file.mp4")
+    video.add_argument("--seed", type=int, default=1)
+    video.add_argument("--frames", type=int, default=120)
+    video.add_argument("--objects", type=int, default=3)
+
+    train = commands.add_parser("train", help="run one experiment config (YAML)")
+    train.add_argument("config", type=Path)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument("--fresh", action="store_true", help="discard the run's checkpoints")
+
+    evaluate = commands.add_parser("eval", help="rate–accuracy report of bundles + baselines")
+    evaluate.add_argument("--bundle", type=Path, action="append", required=True,
+                          help="repeatable: a bundle directory (the first gets `accuracy` filled)")
+    evaluate.add_argument("--data", type=Path, required=True, help="a COCO .json (test split)")
+    evaluate.add_argument("--out", type=Path, required=True)
+    evaluate.add_argument("--limit", type=int, default=None, help="first N frames only")
+    evaluate.add_argument("--qualities", default="5,10,20,30,50,70,90,95,100")
+    evaluate.add_argument("--no-fill", action="store_true",
+                          help="do not write accuracy into the first bundle's manifest")
+    evaluate.add_argument("--threads", type=int, default=2)
+    parsed = parser.parse_args(args)
+
+    if parsed.command == "dataset":
+        return _dataset(parsed)
+    if parsed.command == "train":
+        return _train(parsed)
+    from split_models.evaluation.report import run_report
+
+    torch.set_num_threads(parsed.threads)
+    report = run_report(parsed.bundle, parsed.data, parsed.out, limit=parsed.limit,
+                        qualities=[int(q) for q in parsed.qualities.split(",")],
+                        fill=not parsed.no_fill)
+    print(report)
+    return 0
+
+
+def _dataset(parsed: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from split_models.data.synthetic import SceneConfig, generate_split, generate_video
+
+    if parsed.what == "video":
+        print(generate_video(parsed.out, parsed.seed, parsed.frames, objects=parsed.objects))
+        return 0
+    scene = SceneConfig(height=parsed.height, width=parsed.width)
+    counts = {"train": parsed.train, "val": parsed.val, "test": parsed.test}
+    with Progress() as progress:
+        for split, count in counts.items():
+            task = progress.add_task(f"shapes {split}", total=count)
+            generate_split(parsed.out, split, count, parsed.seed, scene,
+                           lambda n, task=task: progress.advance(task, n))
+    for split in counts:
+        print(parsed.out / f"{split}.json")
+    return 0
+
+
+def _train(parsed: argparse.Namespace) -> int:
+    from split_models.training.config import as_dict, load_experiment
+
+    experiment = load_experiment(parsed.config, parsed.set)
+    out = Path(experiment.out)
+    if parsed.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(as_dict(experiment), indent=1))
+    torch.set_num_threads(experiment.threads)
+    started = time.perf_counter()
+    if experiment.kind == "teacher":
+        from split_models.training.teacher import train_teacher
+
+        result = train_teacher(experiment, out)
+        timings = {"teacher": result.wall_s}
+    else:
+        from split_models.training.student import train_student
+
+        timings = train_student(experiment, out)
+    timings["total"] = time.perf_counter() - started
+    _append_timings(out / "timings.json", timings)
+    print(json.dumps({"out": str(out), "wall_s": timings}, indent=1))
+    return 0
+
+
+def _append_timings(path: Path, timings: dict[str, float]) -> None:
+    """Wall seconds per stage, summed over the processes that ran it (resumed runs add up)."""
+    known: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+    for key, value in timings.items():
+        known[key] = round(known.get(key, 0.0) + value, 1)
+    path.write_text(json.dumps(known, indent=1))

@@ -1,0 +1,478 @@
+"""Students: the bottleneck of a `SplitModel` trained against frozen teachers.
+
+    stage 1   head (stem + encoder) + decoders (+ prior) against the teachers' features
+              hnd:       loss at the split point only; the rate trains the prior, not the encoder
+              ghnd:      losses at the split point and `ghnd_layers` after it
+              entropic:  ghnd's distortion + λ · bits per pixel (compressai's EntropyBottleneck,
+                         its aux loss on a separate optimizer)
+              slimmable: each step runs the smallest, the largest and `random_widths` random
+                         widths (the sandwich rule), each distilled from the teacher
+    BN        statistics recalibrated per width (encoder and decoders)
+    update()  the prior's CDF tables
+    stage 2   encoder + prior frozen; the tails (decoder + the rest of the teacher) fine-tuned on
+              the hard-quantized latent: distortion + the tails' own losses when labels exist
+    prefilter on the (frozen) stem: labels from ground truth or the teacher's detections;
+              threshold = the highest score keeping recall ≥ `target_recall` on validation
+    export    the bundle (split_models.export) with real class names and the prefilter threshold
+
+It trains the modules of `split_models.split.build_student` — the same ones the bundle exports.
+HND / GHND / prefilter work on unlabeled frames (`data.train` may be a folder of images).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.image_list import ImageList
+
+from device_client.preprocess import Preprocessor
+from shared.bundle import load_bundle, write_manifest
+from split_models.data.coco import Frame, Frames, frame_label, open_frames
+from split_models.export import export_bundle, preprocessing_for
+from split_models.slimmable import SwitchableBatchNorm2d
+from split_models.split import SplitConfig, SplitModel, build_student, normalization
+from split_models.teachers import teacher_spec
+from split_models.training.config import Experiment, Optim, StudentTraining
+from split_models.training.loop import (
+    RunResult,
+    batch_indices,
+    make_optimizer,
+    run_steps,
+    set_lr,
+    step_generator,
+)
+from split_models.training.teacher import flip, load_teacher, set_sampling
+
+Features = dict[str, torch.Tensor]
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # uint8 (B, H, W, 3): what the device feeds the head
+    image_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+    targets: list[dict[str, torch.Tensor]]  # boxes in head-input pixels
+    frame_labels: torch.Tensor
+    labelled: bool
+
+
+class StudentTrainer:
+    """Teachers, student and data of one experiment; each stage is a method."""
+
+    def __init__(self, experiment: Experiment, out: Path) -> None:
+        assert experiment.student is not None
+        self.experiment, self.config, self.out = experiment, experiment.student, out
+        torch.manual_seed(experiment.seed)
+        self.teachers: dict[str, tuple[str, nn.Module]] = {}
+        self.class_names: dict[str, list[str]] = {}
+        for task, ref in self.config.teachers.items():
+            teacher, classes = load_teacher(ref)
+            for parameter in teacher.parameters():
+                parameter.requires_grad_(False)
+            self.teachers[task] = (ref.name, teacher.eval())
+            self.class_names[task] = classes
+        split = self.config.split
+        self.student = build_student(self.teachers, SplitConfig(
+            latent_channels=split.latent_channels, widths=split.widths,
+            encoder_stride=split.encoder_stride, inner_channels=split.inner_channels,
+            prefilter_channels=split.prefilter_channels,
+        ))
+        first_name, first_teacher = next(iter(self.teachers.values()))
+        self.preprocess = Preprocessor(preprocessing_for(first_name, first_teacher, self.student))
+        self.frames: Frames = open_frames(experiment.data.train)
+        self.val: Frames | None = open_frames(experiment.data.val) if experiment.data.val else None
+        for tail in self.student.tails.values():
+            set_sampling(tail.rest, self.config.sampling)
+        self.widths = self.student.config.widths
+        self.layers = {task: self._layers(task) for task in self.teachers}
+
+    # --- data -------------------------------------------------------------------------------
+
+    def batch(self, frames: list[Frame]) -> Batch:
+        inputs = [self.preprocess(f.image) for f in frames]
+        height = max(i.image.shape[1] for i in inputs)
+        width = max(i.image.shape[2] for i in inputs)
+        pad = torch.tensor(self.preprocess.spec.pad_value, dtype=torch.uint8)
+        images = pad.expand(len(frames), height, width, 3).clone()
+        targets = []
+        for k, (frame, head_input) in enumerate(zip(frames, inputs, strict=True)):
+            h, w = head_input.image.shape[1:3]
+            images[k, :h, :w] = torch.from_numpy(head_input.image[0])
+            geometry = head_input.geometry
+            scale_y = geometry.resized[0] / geometry.original[0]
+            scale_x = geometry.resized[1] / geometry.original[1]
+            boxes = torch.from_numpy(frame.boxes) * torch.tensor([scale_x, scale_y] * 2)
+            targets.append({"boxes": boxes, "labels": torch.from_numpy(frame.labels)})
+        return Batch(
+            images, [i.geometry.input_size for i in inputs], [i.geometry.original for i in inputs],
+            targets, torch.tensor([frame_label(f) for f in frames]),
+            all(f.labelled for f in frames),
+        )
+
+    def train_batch(self, step: int, batch_size: int) -> Batch:
+        generator = step_generator(self.experiment.seed, step)
+        indices = batch_indices(len(self.frames), batch_size, self.experiment.seed, step)
+        frames = [self.frames[i] for i in indices]
+        if self.experiment.data.flip:
+            frames = [flip(f) if torch.rand(1, generator=generator) < 0.5 else f for f in frames]
+        return self.batch(frames)
+
+    # --- features ---------------------------------------------------------------------------
+
+    def _layers(self, task: str) -> tuple[str, ...]:
+        """The teacher children whose outputs the distortion compares."""
+        name, teacher = self.teachers[task]
+        spec = teacher_spec(name)
+        split_child = self.student.config.split_at.get(task) or spec.split_at
+        if self.config.method == "hnd":
+            return (split_child,)
+        container = teacher.get_submodule(spec.container)
+        names = [n for n, _ in container.named_children()]
+        later = names[names.index(split_child) + 1 :]
+        return (split_child, *(n for n in self.config.ghnd_layers if n in later))
+
+    def teacher_features(self, batch: Batch) -> dict[str, Features]:
+        out = {}
+        with torch.no_grad():
+            for task, (name, teacher) in self.teachers.items():
+                mean, std = normalization(name, teacher)
+                x = batch.images.permute(0, 3, 1, 2).float() / 255.0
+                x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+                container = teacher.get_submodule(teacher_spec(name).container)
+                out[task] = _collect(container, self.layers[task], lambda c=container, x=x: c(x))
+        return out
+
+    def tail_container(self, task: str) -> nn.Module:
+        name, _ = self.teachers[task]
+        rest = self.student.tails[task].rest
+        return rest.get_submodule(teacher_spec(name).container)
+
+    def decoder(self, task: str) -> nn.Module:
+        name, _ = self.teachers[task]
+        split_child = self.student.config.split_at.get(task) or teacher_spec(name).split_at
+        return self.tail_container(task).get_submodule(split_child)
+
+    def student_features(self, task: str, latent_hat: torch.Tensor) -> Features:
+        container = self.tail_container(task)
+        return _collect(container, self.layers[task], lambda: container(latent_hat))
+
+    def distortion(self, task: str, latent_hat: torch.Tensor, target: Features) -> torch.Tensor:
+        found = self.student_features(task, latent_hat)
+        return sum((F.mse_loss(found[k], target[k]) for k in self.layers[task]),
+                   torch.zeros(()))
+
+    def sandwich(self, step: int) -> list[float]:
+        if not self.config.slimmable or len(self.widths) == 1:
+            return [max(self.widths)]
+        middle = list(self.widths[1:-1])
+        generator = step_generator(self.experiment.seed + 17, step)
+        picks = torch.randperm(len(middle), generator=generator)[: self.config.random_widths]
+        return [self.widths[-1], self.widths[0], *(middle[i] for i in picks.tolist())]
+
+    # --- stages -----------------------------------------------------------------------------
+
+    def stage1(self) -> RunResult:
+        student, config = self.student, self.config
+        entropic = config.method == "entropic"
+        decoders = nn.ModuleList(self.decoder(t) for t in self.teachers)
+        trainable = nn.ModuleList([student.head.stem, student.head.encoder, decoders])
+        density = [p for n, p in student.prior.named_parameters() if not n.endswith("quantiles")]
+        main = [*trainable.parameters(), *density]
+        aux = [p for n, p in student.prior.named_parameters() if n.endswith("quantiles")]
+        _freeze(student)
+        for parameter in [*main, *aux]:
+            parameter.requires_grad_(True)
+        optimizer = make_optimizer(config.stage1, [
+            {"params": list(trainable.parameters())},
+            {"params": density, "lr_scale": config.prior_lr_scale},
+        ])
+        aux_optimizer = torch.optim.Adam(aux, lr=config.aux_lr)
+
+        def step(index: int, lr: float) -> dict[str, float]:
+            _train_modes(student, [*trainable, student.prior])
+            set_lr(optimizer, lr)
+            batch = self.train_batch(index, config.stage1.batch_size)
+            targets = self.teacher_features(batch)
+            pixels = batch.images.shape[0] * batch.images.shape[1] * batch.images.shape[2]
+            optimizer.zero_grad(set_to_none=True)
+            widths = self.sandwich(index)
+            logged = {"distortion": 0.0, "bpp": 0.0}
+            for width in widths:
+                student.set_width(width)
+                latent, _ = student.head(batch.images)
+                latent_hat, likelihoods = student.prior(latent)
+                if not entropic:  # the rate fits the prior to the latent; it never moves it
+                    _, likelihoods = student.prior(latent.detach())
+                bpp = -torch.log2(likelihoods).sum() / pixels
+                distortion = sum((self.distortion(t, latent_hat, targets[t])
+                                  for t in self.teachers), torch.zeros(()))
+                weight = config.rate_lambda if entropic else 1.0
+                loss = (distortion + weight * bpp) / len(widths)
+                loss.backward()
+                logged["distortion"] += float(distortion.detach()) / len(widths)
+                logged["bpp"] += float(bpp.detach()) / len(widths)
+            nn.utils.clip_grad_norm_(main, 5.0)
+            optimizer.step()
+            aux_optimizer.zero_grad(set_to_none=True)
+            aux_loss = student.prior.loss()
+            aux_loss.backward()
+            aux_optimizer.step()
+            student.set_width(max(self.widths))
+            return {"loss": logged["distortion"] + config.rate_lambda * logged["bpp"] * entropic,
+                    **logged, "aux": float(aux_loss.detach())}
+
+        return run_steps(f"stage1 {config.method}", config.stage1, step,
+                         self.out / "stage1.ckpt", {"student": student},
+                         {"main": optimizer, "aux": aux_optimizer})
+
+    def stage2(self, optim: Optim) -> RunResult:
+        student, config = self.student, self.config
+        _freeze(student)
+        tails = nn.ModuleList(student.tails[t] for t in self.teachers)
+        for parameter in tails.parameters():
+            parameter.requires_grad_(True)
+        optimizer = make_optimizer(optim, list(tails.parameters()))
+
+        def step(index: int, lr: float) -> dict[str, float]:
+            student.eval()
+            set_lr(optimizer, lr)
+            batch = self.train_batch(index, optim.batch_size)
+            targets = self.teacher_features(batch)
+            optimizer.zero_grad(set_to_none=True)
+            widths = self.sandwich(index)
+            logged = {"distortion": 0.0, "task": 0.0}
+            for width in widths:
+                student.set_width(width)
+                with torch.no_grad():
+                    latent_hat = student.prior.quantize(student.head(batch.images)[0])
+                tails.train()
+                distortion = sum((self.distortion(t, latent_hat, targets[t])
+                                  for t in self.teachers), torch.zeros(()))
+                task_loss = torch.zeros(())
+                if config.task_loss and batch.labelled:
+                    task_loss = self.task_losses(latent_hat, batch)
+                loss = (distortion + task_loss) / len(widths)
+                loss.backward()
+                logged["distortion"] += float(distortion.detach()) / len(widths)
+                logged["task"] += float(task_loss.detach()) / len(widths)
+            nn.utils.clip_grad_norm_(tails.parameters(), 5.0)
+            optimizer.step()
+            student.set_width(max(self.widths))
+            return {"loss": logged["distortion"] + logged["task"], **logged}
+
+        return run_steps("stage2 tails", optim, step, self.out / "stage2.ckpt",
+                         {"student": student}, {"main": optimizer})
+
+    def task_losses(self, latent_hat: torch.Tensor, batch: Batch) -> torch.Tensor:
+        total = torch.zeros(())
+        for task in self.teachers:
+            tail = self.student.tails[task]
+            if task == "detection":
+                total = total + sum(detection_losses(tail, latent_hat, batch).values())
+            else:
+                total = total + F.cross_entropy(tail(latent_hat, [], []), batch.frame_labels)
+        return total
+
+    def recalibrate(self) -> None:
+        """Per width: forget the switchable BN statistics and re-estimate them (cumulative mean)
+        on training batches, with everything else frozen in eval mode."""
+        student = self.student
+        switchable = [m for m in student.modules() if isinstance(m, SwitchableBatchNorm2d)]
+        decoders = [self.decoder(t) for t in self.teachers]
+        with torch.no_grad():
+            for index, width in enumerate(self.widths):
+                student.eval()
+                student.set_width(width)
+                for layer in switchable:
+                    bn = layer.bns[index]
+                    bn.reset_running_stats()
+                    bn.momentum = None
+                    bn.train()
+                for k in range(self.config.recalibrate_batches):
+                    batch = self.train_batch(10_000_000 + k, self.config.stage1.batch_size)
+                    latent = student.head(batch.images)[0]
+                    latent_hat = student.prior.quantize(latent)
+                    for decoder in decoders:
+                        decoder(latent_hat)
+                for layer in switchable:
+                    layer.bns[index].momentum = 0.1
+        student.set_width(max(self.widths))
+        student.eval()
+
+    def prefilter(self, optim: Optim) -> tuple[RunResult, dict[str, float]]:
+        student = self.student
+        _freeze(student)
+        for parameter in student.head.prefilter.parameters():
+            parameter.requires_grad_(True)
+        optimizer = make_optimizer(optim, list(student.head.prefilter.parameters()))
+
+        def step(index: int, lr: float) -> dict[str, float]:
+            student.eval()
+            student.head.prefilter.train()
+            set_lr(optimizer, lr)
+            batch = self.train_batch(index, optim.batch_size)
+            labels = self.objects_present(batch)
+            with torch.no_grad():
+                features = student.head.stem(student.head.normalize(batch.images))
+            score = student.head.prefilter(features).clamp(1e-6, 1 - 1e-6)
+            loss = F.binary_cross_entropy(score, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return {"bce": float(loss.detach())}
+
+        result = run_steps("prefilter", optim, step, self.out / "prefilter.ckpt",
+                           {"student": student}, {"main": optimizer})
+        student.eval()
+        return result, self.prefilter_threshold()
+
+    def objects_present(self, batch: Batch) -> torch.Tensor:
+        if batch.labelled:
+            return torch.tensor([float(len(t["labels"]) > 0) for t in batch.targets])
+        if "detection" not in self.teachers:
+            raise ValueError("unlabeled frames need a detection teacher to label the prefilter")
+        _, detector = self.teachers["detection"]
+        with torch.no_grad():
+            found = detector([im.permute(2, 0, 1).float() / 255 for im in batch.images])
+        return torch.tensor([float(bool((f["scores"] >= self.config.prefilter_score).any()))
+                             for f in found])
+
+    def prefilter_threshold(self) -> dict[str, float]:
+        """The highest threshold with recall ≥ target on validation (train if none)."""
+        frames = self.val if self.val is not None else self.frames
+        scores, labels = [], []
+        with torch.no_grad():
+            for start in range(0, len(frames), 16):
+                batch = self.batch([frames[i] for i in range(start, min(start + 16, len(frames)))])
+                scores.append(self.student.head.gate(batch.images))
+                labels.append(self.objects_present(batch))
+        return choose_threshold(torch.cat(scores).numpy(), torch.cat(labels).numpy(),
+                                self.config.target_recall)
+
+    def export(self, prefilter: dict[str, float] | None) -> Path:
+        export = self.experiment.export
+        assert export is not None
+        frames = self.val if self.val is not None else self.frames
+        sample = frames[0].image
+        threshold = prefilter["threshold"] if prefilter else 0.0
+        root = export_bundle(self.student, self.teachers, export.out, name=export.name,
+                             version=export.version, prefilter_threshold=threshold,
+                             sample=sample, repeats=5)
+        manifest = load_bundle(root).manifest
+        classes = dict(manifest.classes)
+        for task, names in self.class_names.items():
+            if names and len(names) == len(classes[task]):  # type: ignore[index]
+                classes[task] = tuple(names)  # type: ignore[index]
+        rate = self.config.rate_lambda if self.config.method == "entropic" else None
+        branches = tuple(b.model_copy(update={"rate_lambda": rate}) if b.kind == "split" else b
+                         for b in manifest.branches)
+        prefilter_spec = manifest.prefilter.model_copy(
+            update={"target_recall": self.config.target_recall if prefilter else None})
+        write_manifest(root, manifest.model_copy(update={
+            "classes": classes, "branches": branches, "prefilter": prefilter_spec}))
+        return root
+
+
+def choose_threshold(scores: np.ndarray, positive: np.ndarray, target: float) -> dict[str, float]:
+    """The highest threshold whose recall on `positive` frames is ≥ target, and its figures."""
+    positive = positive.astype(bool)
+    if not positive.any():
+        threshold = float(scores.max()) if len(scores) else 0.5
+    else:
+        ranked = np.sort(scores[positive])[::-1]
+        needed = int(np.ceil(target * len(ranked)))
+        threshold = float(ranked[max(0, needed - 1)])
+    kept = scores >= threshold
+    true_positive = float((kept & positive).sum())
+    return {
+        "threshold": threshold,
+        "recall": true_positive / max(1.0, float(positive.sum())),
+        "precision": true_positive / max(1.0, float(kept.sum())),
+        "skip_share": float((~kept).mean()) if len(kept) else 0.0,
+        "frames": float(len(scores)),
+    }
+
+
+def detection_losses(tail: nn.Module, latent_hat: torch.Tensor, batch: Batch) -> dict[str, Any]:
+    """The train-mode half of torchvision's GeneralizedRCNN forward, from the latent on (the
+    DetectionTail replays only its eval half)."""
+    model = tail.rest
+    stride = tail.latent_stride
+    size = (latent_hat.shape[0], 0, latent_hat.shape[2] * stride, latent_hat.shape[3] * stride)
+    images = ImageList(latent_hat.new_empty(size), list(batch.image_sizes))
+    features = model.backbone(latent_hat)
+    proposals, rpn_losses = model.rpn(images, features, batch.targets)
+    _, roi_losses = model.roi_heads(features, proposals, images.image_sizes, batch.targets)
+    return {**rpn_losses, **roi_losses}
+
+
+def _collect(container: nn.Module, names: tuple[str, ...], run: Callable[[], Any]) -> Features:
+    found: Features = {}
+    with _hooks(container, names, found):
+        run()
+    return found
+
+
+@contextmanager
+def _hooks(container: nn.Module, names: tuple[str, ...], found: Features) -> Iterator[None]:
+    handles = []
+    for name in names:
+        def hook(_m: nn.Module, _a: Any, output: torch.Tensor, name: str = name) -> None:
+            found[name] = output
+        handles.append(container.get_submodule(name).register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _freeze(model: nn.Module) -> None:
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    model.eval()
+
+
+def _train_modes(student: SplitModel, modules: list[nn.Module]) -> None:
+    student.eval()
+    for module in modules:
+        module.train()
+
+
+def train_student(experiment: Experiment, out: Path) -> dict[str, float]:
+    """Every configured stage; returns wall seconds per stage. Finished stages are skipped on a
+    re-run (their checkpoints say so), so a stopped run resumes where it was."""
+    trainer = StudentTrainer(experiment, out)
+    config: StudentTraining = trainer.config
+    timings: dict[str, float] = {}
+    timings["stage1"] = trainer.stage1().wall_s
+    started = time.perf_counter()
+    trainer.recalibrate()
+    trainer.student.prior.entropy_bottleneck.update(force=True)
+    timings["recalibrate"] = time.perf_counter() - started
+    if config.stage2 is not None:
+        timings["stage2"] = trainer.stage2(config.stage2).wall_s
+        started = time.perf_counter()
+        trainer.recalibrate()
+        timings["recalibrate"] += time.perf_counter() - started
+    prefilter = None
+    if config.prefilter is not None:
+        result, prefilter = trainer.prefilter(config.prefilter)
+        timings["prefilter"] = result.wall_s
+        (out / "prefilter.json").write_text(json.dumps(prefilter, indent=1))
+    torch.save(trainer.student.state_dict(), out / "student.pt")
+    if experiment.export is not None:
+        started = time.perf_counter()
+        print(trainer.export(prefilter))
+        timings["export"] = time.perf_counter() - started
+    return timings

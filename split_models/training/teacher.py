@@ -1,0 +1,142 @@
+"""Teachers from scratch on a COCO dataset: a torchvision detector on the boxes, or a classifier
+on frame-level labels (the largest object's class, 0 = no object; see `data.coco.frame_label`).
+
+Writes `<out>/teacher.pt`: {"name", "num_classes", "min_size", "max_size", "classes",
+"model": state dict}; `build_teacher(name, "<out>/teacher.pt")` reads it as any checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from split_models.data.coco import CocoFrames, Frame, frame_label, open_frames
+from split_models.teachers import IMAGENET_MEAN, IMAGENET_STD, build_teacher, teacher_spec
+from split_models.training.config import DetectorSampling, Experiment, TeacherRef
+from split_models.training.loop import (
+    RunResult,
+    batch_indices,
+    make_optimizer,
+    run_steps,
+    set_lr,
+    step_generator,
+)
+
+
+def load_teacher(ref: TeacherRef, num_classes: int | None = None) -> tuple[nn.Module, list[str]]:
+    """A teacher and its class names: from our `teacher.pt` (sizes and classes inside) or from
+    the registry (torchvision weights name, other checkpoint, or random init)."""
+    classes: list[str] = []
+    min_size, max_size = ref.min_size, ref.max_size
+    weights: str | None = ref.checkpoint
+    count = ref.num_classes or num_classes
+    if ref.checkpoint and Path(ref.checkpoint).suffix in {".pt", ".pth"}:
+        saved = torch.load(ref.checkpoint, map_location="cpu", weights_only=True)
+        if isinstance(saved, dict) and "num_classes" in saved:
+            count = int(saved["num_classes"])
+            classes = list(saved.get("classes", []))
+            min_size = min_size or saved.get("min_size")
+            max_size = max_size or saved.get("max_size")
+    teacher = build_teacher(ref.name, weights, count)
+    set_detector_size(teacher, min_size, max_size)
+    return teacher, classes
+
+
+def set_detector_size(teacher: nn.Module, min_size: int | None, max_size: int | None) -> None:
+    transform = getattr(teacher, "transform", None)
+    if transform is None:
+        return
+    if min_size:
+        transform.min_size = (int(min_size),)
+    if max_size:
+        transform.max_size = int(max_size)
+
+
+def set_sampling(detector: nn.Module, sampling: DetectorSampling) -> None:
+    """Training-time proposal and RoI counts of a two-stage detector (no-op for others)."""
+    rpn, roi_heads = getattr(detector, "rpn", None), getattr(detector, "roi_heads", None)
+    if rpn is None or roi_heads is None:
+        return
+    rpn._pre_nms_top_n["training"] = sampling.rpn_pre_nms
+    rpn._post_nms_top_n["training"] = sampling.rpn_post_nms
+    roi_heads.fg_bg_sampler.batch_size_per_image = sampling.roi_samples
+
+
+def flip(frame: Frame) -> Frame:
+    width = frame.image.shape[1]
+    boxes = frame.boxes.copy()
+    boxes[:, [0, 2]] = width - frame.boxes[:, [2, 0]]
+    return Frame(np.ascontiguousarray(frame.image[:, ::-1]), boxes, frame.labels, frame.image_id)
+
+
+def to_float(frame: Frame) -> torch.Tensor:
+    return torch.from_numpy(frame.image).permute(2, 0, 1).float() / 255.0
+
+
+def classifier_input(frames: list[Frame]) -> torch.Tensor:
+    """Whole frames, ImageNet-normalized, stacked (bottom/right padded to the largest)."""
+    tensors = [to_float(f) for f in frames]
+    height = max(t.shape[1] for t in tensors)
+    width = max(t.shape[2] for t in tensors)
+    batch = torch.stack(
+        [F.pad(t, (0, width - t.shape[2], 0, height - t.shape[1])) for t in tensors]
+    )
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+def train_teacher(experiment: Experiment, out: Path) -> RunResult:
+    assert experiment.teacher is not None
+    config = experiment.teacher
+    frames = open_frames(experiment.data.train)
+    if not isinstance(frames, CocoFrames):
+        raise ValueError("a teacher trains on labels: data.train must be a COCO .json")
+    task = teacher_spec(config.teacher.name).task
+    num_classes = frames.num_classes  # + background (detection) or + "no object" (classification)
+    torch.manual_seed(experiment.seed)
+    model, _ = load_teacher(config.teacher, num_classes)
+    set_sampling(model, config.sampling)
+    model.train()
+    optim = config.optim
+    optimizer = make_optimizer(optim, [p for p in model.parameters() if p.requires_grad])
+
+    def step(index: int, lr: float) -> dict[str, float]:
+        set_lr(optimizer, lr)
+        generator = step_generator(experiment.seed, index)
+        batch = [frames[i] for i in batch_indices(len(frames), optim.batch_size,
+                                                  experiment.seed, index)]
+        if experiment.data.flip:
+            batch = [flip(f) if torch.rand(1, generator=generator) < 0.5 else f for f in batch]
+        if task == "detection":
+            targets = [{"boxes": torch.from_numpy(f.boxes), "labels": torch.from_numpy(f.labels)}
+                       for f in batch]
+            losses = model([to_float(f) for f in batch], targets)
+        else:
+            labels = torch.tensor([frame_label(f) for f in batch])
+            losses = {"ce": F.cross_entropy(model(classifier_input(batch)), labels)}
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[union-attr]
+        nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        return {"loss": float(loss.detach()),  # type: ignore[union-attr]
+                **{k.removeprefix("loss_"): float(v.detach()) for k, v in losses.items()}}
+
+    result = run_steps(f"teacher {config.teacher.name}", optim, step, out / "teacher.ckpt",
+                       {"model": model}, {"optimizer": optimizer})
+    transform = getattr(model, "transform", None)
+    saved: dict[str, Any] = {
+        "name": config.teacher.name, "num_classes": num_classes,
+        "classes": ["__background__" if task == "detection" else "none", *frames.class_names],
+        "min_size": int(transform.min_size[-1]) if transform is not None else None,
+        "max_size": int(transform.max_size) if transform is not None else None,
+        "model": model.state_dict(),
+    }
+    torch.save(saved, out / "teacher.pt")
+    return result

@@ -1,0 +1,147 @@
+"""Tiny real training runs: each method lowers its loss, a student exports a bundle that loads
+and infers on both sides, and a run stopped at a checkpoint resumes into the same weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import split_models.training.loop as loop  # noqa: E402
+from device_client.head import HeadRunner  # noqa: E402
+from shared.bundle import load_bundle  # noqa: E402
+from split_models.data.synthetic import CLASSES  # noqa: E402
+from split_models.evaluation.report import run_report  # noqa: E402
+from split_models.runtime import TailRuntime  # noqa: E402
+from split_models.training.config import Export  # noqa: E402
+from split_models.training.student import StudentTrainer, choose_threshold  # noqa: E402
+from split_models.training.student import train_student as run_student  # noqa: E402
+from split_models.training.teacher import train_teacher  # noqa: E402
+from tests.training.conftest import SCENE, experiment, optim  # noqa: E402
+
+
+def _dropped(history: list[dict[str, float]], key: str) -> bool:
+    first = np.mean([h[key] for h in history[:2]])
+    last = np.mean([h[key] for h in history[-2:]])
+    return bool(last < first)
+
+
+@pytest.mark.parametrize(("name", "lr"), [("tiny_fasterrcnn", 0.01), ("tiny_resnet", 0.01)])
+def test_teacher_loss_drops(shapes: Path, tmp_path: Path, name: str, lr: float) -> None:
+    # One image set, one batch: every step sees the same frames, so the loss must fall.
+    result = train_teacher(experiment({
+        "kind": "teacher", "out": str(tmp_path), "seed": 1,
+        "data": {"train": str(shapes / "val.json"), "flip": False},
+        "teacher": {"teacher": {"name": name, "min_size": 96, "max_size": 128},
+                    "optim": optim(8, batch_size=6, optimizer="sgd", lr=lr)},
+    }), tmp_path)
+    assert _dropped(result.history, "loss")
+    saved = torch.load(tmp_path / "teacher.pt", weights_only=True)
+    assert saved["classes"][1:] == list(CLASSES) and saved["num_classes"] == len(CLASSES) + 1
+
+
+def _student(shapes: Path, teacher: Path, out: Path, method: str, train: str = "val.json",
+             **extra: Any) -> Any:
+    return experiment({
+        "kind": "student", "out": str(out), "seed": 2,
+        "data": {"train": str(shapes / train), "val": str(shapes / "val.json"), "flip": False},
+        "student": {
+            "teachers": {"detection": {"name": "tiny_fasterrcnn", "checkpoint": str(teacher)}},
+            "method": method, "split": {"inner_channels": 16, "widths": [0.5, 1.0]},
+            "stage1": optim(8, batch_size=6, lr=0.005), "recalibrate_batches": 1, **extra,
+        },
+    })
+
+
+@pytest.mark.parametrize("method", ["hnd", "ghnd", "entropic"])
+def test_student_stage1_loss_drops(shapes: Path, det_teacher: Path, tmp_path: Path,
+                                   method: str) -> None:
+    # HND/GHND need no labels: they train on a bare folder of frames.
+    train = "val.json" if method == "entropic" else "val"
+    trainer = StudentTrainer(_student(shapes, det_teacher, tmp_path, method, train), tmp_path)
+    assert len(trainer.layers["detection"]) == (1 if method == "hnd" else 4)
+    result = trainer.stage1()
+    assert _dropped(result.history, "loss" if method == "entropic" else "distortion")
+
+
+def test_student_pipeline_exports_a_bundle_that_infers(shapes: Path, det_teacher: Path,
+                                                       tmp_path: Path) -> None:
+    bundle_dir = tmp_path / "bundle"
+    config = _student(shapes, det_teacher, tmp_path / "run", "entropic",
+                      stage2=optim(2, batch_size=3), prefilter=optim(2, batch_size=3))
+    config = dataclasses.replace(config, export=Export(out=str(bundle_dir), name="tiny-shapes"))
+    timings = run_student(config, tmp_path / "run")
+    assert {"stage1", "stage2", "prefilter", "export"} <= set(timings)
+    manifest = load_bundle(bundle_dir).manifest
+    assert manifest.classes["detection"][1:] == CLASSES
+    assert manifest.prefilter.target_recall == 0.9
+    prefilter = json.loads((tmp_path / "run" / "prefilter.json").read_text())
+    assert prefilter["recall"] >= 0.9 and manifest.prefilter.threshold == prefilter["threshold"]
+
+    frame = np.asarray(load_frame(shapes))
+    runner = HeadRunner.load(bundle_dir)
+    runtime = TailRuntime.load(bundle_dir)
+    for width in runner.widths:
+        runner.set_width(width)
+        output = runner.run(frame)
+        assert output.payload is not None and output.payload.nbytes > 0
+        geometry = output.head_input.geometry
+        (result,) = runtime.run_latents([runner.codec.decode(output.payload)],
+                                        [geometry.input_size], [geometry.original])
+        assert all(0 <= d.box[0] <= d.box[2] <= SCENE.width for d in result.detections)
+
+    report = run_report([bundle_dir], shapes / "val.json", tmp_path / "report", limit=2,
+                        qualities=(50,))
+    assert "| jpeg | jpeg q=50 |" in report.read_text()
+    rows = json.loads((tmp_path / "report" / "report.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"split", "split+gate", "raw", "jpeg", "webp"}
+    assert (tmp_path / "report" / "rate_accuracy.png").stat().st_size > 0
+    filled = {b.id: b.accuracy for b in load_bundle(bundle_dir).manifest.branches}
+    assert filled["split-w100"] is not None and filled["local"] is not None
+
+
+def load_frame(shapes: Path) -> Any:
+    from split_models.data.coco import CocoFrames
+
+    return CocoFrames(shapes / "val.json")[1].image
+
+
+def test_resume_continues_the_same_run(shapes: Path, det_teacher: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def trained(out: Path) -> dict[str, Any]:
+        trainer = StudentTrainer(_student(shapes, det_teacher, out, "entropic",
+                                          stage1=optim(4, batch_size=2)), out)
+        trainer.stage1()
+        return trainer.student.state_dict()  # type: ignore[no-any-return]
+
+    straight = trained(tmp_path / "straight")
+
+    real_lr_at = loop.lr_at
+
+    def crash_at_step_3(config: Any, step: int) -> float:
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_lr_at(config, step)
+
+    monkeypatch.setattr(loop, "lr_at", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        trained(tmp_path / "stopped")
+    monkeypatch.setattr(loop, "lr_at", real_lr_at)
+    assert torch.load(tmp_path / "stopped" / "stage1.ckpt", weights_only=False)["step"] == 2
+    resumed = trained(tmp_path / "stopped")
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_threshold_keeps_the_target_recall() -> None:
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.3, 0.2, 0.1, 0.05])
+    positive = np.array([1, 1, 0, 1, 1, 0, 0, 0])
+    chosen = choose_threshold(scores, positive, 0.75)
+    assert chosen["threshold"] == 0.6 and chosen["recall"] == 0.75
+    assert chosen["skip_share"] == 0.5
