@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
 .PHONY: setup demo test lint typecheck unit bench-codecs bench-heads bench-edge bench-device \
-        protos clean
+        bundle protos clean
 
 # One virtual environment with every extra (device, edge, train, dev), pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -43,6 +43,10 @@ bench-edge: setup
 
 bench-device: setup
 	$(PY) -m benchmarks.device
+
+# Retrain bundles/demo-shapes from nothing (generated data, teacher, student, report): ~30 min.
+bundle: setup
+	bash configs/demo-shapes/reproduce.sh
 
 # Regenerate shared/wire/ after editing proto/ (a test fails while they differ).
 protos: setup
