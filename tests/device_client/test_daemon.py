@@ -18,6 +18,7 @@ from device_client.sources import ShapesGenerator
 from shared.wire import pb, pb_grpc
 from tests.device_client.bundle_factory import scene
 from tests.device_client.conftest import DaemonProcess, EdgeProcess, free_port, wait_for
+from tests.tls import self_signed
 
 FRAMES = 30
 
@@ -236,31 +237,7 @@ def test_bad_config_is_refused_at_start_up(
 def test_daemon_over_tls_with_a_bearer_token(
     bundle_dir: Path, daemons: Callable[..., DaemonProcess], tmp_path: Path
 ) -> None:
-    import subprocess
-
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed(tmp_path)
     (tmp_path / "token").write_text("tok-123\n")
     edge = EdgeProcess(
         bundle_dir,

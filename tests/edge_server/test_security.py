@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
 from pathlib import Path
 
 import grpc
@@ -14,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shared.wire import pb, pb_grpc
 from tests.edge_server.client import MODEL, FrameEncoder
 from tests.edge_server.conftest import a_frame, edge_settings, start_edge
+from tests.tls import self_signed
 
 TOKEN = "s3cret-token"
 
@@ -93,31 +93,7 @@ def test_oversized_latent_is_invalid_argument_naming_the_size(bundle_dir, encode
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    key, cert = folder / "key.pem", folder / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 def test_tls_on_both_ports(bundle_dir, certificate, encoder) -> None:
