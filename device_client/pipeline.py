@@ -52,6 +52,7 @@ from device_client.uplink import Uplink
 from shared.bundle import Manifest
 from shared.codecs import CodecId, ImageCodec
 from shared.errors import UplinkUnavailable
+from shared.messages import image_size, latent_message
 from shared.wire import pb
 
 log = logging.getLogger("splitedge.device.pipeline")
@@ -207,8 +208,7 @@ class Pipeline:
             capture_time_unix_ns=frame.capture_time_ns,
             deadline_unix_ns=frame.capture_time_ns + int(self.edge.sla_ms * 1e6),
         )
-        original_h, original_w = head_input.geometry.original
-        request.original_size.height, request.original_size.width = original_h, original_w
+        request.original_size.CopyFrom(image_size(head_input.geometry.original))
         if branch.kind == "split":
             assert branch.width is not None  # pick_branch checked it
             self.head.set_width(branch.width)
@@ -223,11 +223,8 @@ class Pipeline:
             started = time.perf_counter()
             payload = self.head.codec.encode(latent)
             timings["encode"] = _since(started)
-            input_h, input_w = head_input.geometry.input_size
-            request.input_size.height, request.input_size.width = input_h, input_w
-            request.latent.codec = payload.codec.value
-            request.latent.shape.extend(payload.shape)
-            request.latent.strings.extend(payload.strings)
+            request.input_size.CopyFrom(image_size(head_input.geometry.input_size))
+            request.latent.CopyFrom(latent_message(payload))
         else:  # jpeg / webp: the whole frame
             codec = CodecId[branch.codec] if branch.codec else CodecId[branch.kind.upper()]
             started = time.perf_counter()

@@ -86,18 +86,6 @@ class FactorizedTables:
             for c in range(self.channels)
         ]
 
-    def take(self, channels: int) -> FactorizedTables:
-        """The first `channels` tables: a slimmable encoder at lower width uses a channel prefix."""
-        if not 1 <= channels <= self.channels:
-            raise TablesError(f"cannot take {channels} channels from tables of {self.channels}")
-        return FactorizedTables(
-            self.quantized_cdf[:channels],
-            self.cdf_length[:channels],
-            self.offset[:channels],
-            self.medians[:channels],
-            self.precision,
-        )
-
     def save(self, path: Path | str, prefix: str = "") -> None:
         arrays = {prefix + k: getattr(self, k) for k in TABLE_KEYS}
         arrays[prefix + "precision"] = np.array(self.precision, dtype=np.int32)

@@ -15,6 +15,7 @@ import pytest
 
 from device_client.head import HeadRunner
 from device_client.sources import ShapesGenerator
+from shared.messages import image_size, latent_message
 from shared.wire import pb, pb_grpc
 from tests.device_client.bundle_factory import scene
 from tests.device_client.conftest import DaemonProcess, EdgeProcess, free_port, wait_for
@@ -37,16 +38,14 @@ def reference_reply(
     head_input = runner.preprocess(frame)
     latent, _ = runner.head(head_input.image)
     payload = runner.codec.encode(latent)
-    h, w = head_input.geometry.original
-    ih, iw = head_input.geometry.input_size
     request = pb.InferRequest(
         stream_id="reference",
         frame_id=frame_id,
         model_name="tiny",
         branch_id="split-w100",
-        latent=pb.Latent(codec=int(payload.codec), shape=payload.shape, strings=payload.strings),
-        original_size=pb.ImageSize(width=w, height=h),
-        input_size=pb.ImageSize(width=iw, height=ih),
+        latent=latent_message(payload),
+        original_size=image_size(head_input.geometry.original),
+        input_size=image_size(head_input.geometry.input_size),
     )
     reply = pb_grpc.SplitInferenceStub(channel).Infer(request, timeout=30)
     return reply, payload.nbytes
