@@ -7,9 +7,11 @@ The prior's tables are what compressai's `EntropyBottleneck.update()` leaves beh
 they are exported once to an `.npz` (see `FactorizedTables`). Quantization is compressai's:
 `symbol = round(latent - median)`, `latent' = symbol + median`.
 
-Coding uses `constriction`'s ANS coder (Rust, numpy in and out; chosen over compressai's C++ rANS,
-whose package imports torch — `benchmarks/codecs.py` measures both). Each channel's table becomes
-one categorical model, built once per codec, not per frame.
+Coding is ANS with each channel's table as its exact model (`shared.codecs.ans`): constriction's
+Rust coder where its wheel installs, a bit-identical pure-Python coder where it does not (aarch64
+Linux: Raspberry Pi, Jetson). Either decodes what the other wrote, so the wire has one codec id.
+compressai's C++ rANS is no option: its package imports torch (`benchmarks/codecs.py` measures all
+three). The models are built once per codec, not per frame.
 
 Escapes: a symbol whose table index falls outside the table (index < 0 or ≥ pmf_length) is coded
 as the table's last ("overflow") entry, and its distance beyond the table's edge goes to a second
@@ -25,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import constriction
 import numpy as np
 import numpy.typing as npt
 
 from shared.codecs import varint
+from shared.codecs.ans import AnsCoder, Backend, Frequencies, make_ans
 from shared.codecs.base import (
     DEFAULT_LIMITS,
     CodecId,
@@ -113,17 +115,18 @@ class FactorizedAnsCodec:
     tables: FactorizedTables
     limits: DecodeLimits = DEFAULT_LIMITS
     codec_id: CodecId = CodecId.FACTORIZED_ANS
-    _models: list[object] = field(init=False, repr=False)
+    backend: Backend = "auto"
+    _ans: AnsCoder = field(init=False, repr=False)
     _pmf_length: npt.NDArray[np.int32] = field(init=False, repr=False)
     _medians: npt.NDArray[np.float32] = field(init=False, repr=False)
     _offset: npt.NDArray[np.int32] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        # Built once: a Categorical model per channel (the hot path only looks them up).
-        models = [
-            constriction.stream.model.Categorical(pmf, perfect=False) for pmf in self.tables.pmfs()
-        ]
-        object.__setattr__(self, "_models", models)
+        # Built once: the coder's per-channel models (the hot path only looks them up).
+        freqs = Frequencies.from_cdf(
+            self.tables.quantized_cdf, self.tables.cdf_length, self.tables.precision
+        )
+        object.__setattr__(self, "_ans", make_ans(freqs, self.backend))
         object.__setattr__(self, "_pmf_length", (self.tables.cdf_length - 2)[:, None])
         object.__setattr__(self, "_medians", self.tables.medians[:, None, None])
         object.__setattr__(self, "_offset", self.tables.offset[:, None])
@@ -149,10 +152,7 @@ class FactorizedAnsCodec:
         escaped = (index < 0) | (index >= pmf_length)
         escapes = _escape_distances(flat, self._offset[:channels], pmf_length, escaped)
         index = np.where(escaped, pmf_length, index).astype(np.int32)
-        coder = constriction.stream.stack.AnsCoder()
-        for c in range(channels - 1, -1, -1):  # ANS is a stack: push the last channel first
-            coder.encode_reverse(index[c], self._models[c])
-        words = coder.get_compressed().astype("<u4", copy=False).tobytes()
+        words = self._ans.encode(index).astype("<u4", copy=False).tobytes()
         shape = tuple(int(d) for d in chw.shape)
         return Payload(self.codec_id, shape, (words, varint.encode(escapes)))
 
@@ -164,19 +164,7 @@ class FactorizedAnsCodec:
         if len(words_bytes) % 4:
             raise CodecError("ANS words must be whole 4-byte words; payload truncated?")
         words = np.frombuffer(words_bytes, dtype="<u4").astype(np.uint32)
-        per_channel = height * width
-        index = np.empty((channels, per_channel), dtype=np.int32)
-        try:
-            coder = constriction.stream.stack.AnsCoder(words)
-            for c in range(channels):
-                index[c] = coder.decode(self._models[c], per_channel)
-            leftover = not coder.is_empty()
-        except (ValueError, RuntimeError, AssertionError) as exc:
-            raise CodecError(f"corrupt ANS stream: {exc}") from exc
-        if leftover:
-            raise CodecError(
-                "ANS stream holds more data than the declared shape: corrupt or wrong shape"
-            )
+        index = self._ans.decode(words, channels, height * width)
         pmf_length = self._pmf_length[:channels]
         escaped = index == pmf_length
         distances = varint.decode(escape_bytes, count=int(escaped.sum()))
