@@ -8,7 +8,8 @@ Users (pick some by class name on the command line; all run by default, by their
 
 - `CameraStream`: a camera on the bidirectional `Stream`, frames at `--fps` with `--window`
   frames in flight at most, each with a deadline of `--sla-ms`. A frame whose slot is not free
-  when it is captured is dropped and counted as `WINDOW_FULL` (the link or the edge is behind).
+  when it is captured is dropped (the link or the edge is behind) and counted as `WINDOW_FULL`
+  under `Stream <branch> (not sent)`: it has no latency to mix into the branch's percentiles.
 - `UnaryInfer`: one `Infer` call after another (paced to `--fps` when it is > 0).
 - `HttpInfer`: `POST /v1/infer` with a JPEG frame, the whole-frame path of API clients.
 - `BundleDownload`: `GET /v1/models/{name}/bundle`, then again with `If-None-Match` (304).
@@ -204,7 +205,10 @@ class CameraStream(_GrpcUser):
                 frame_id = next(self.frame_ids)
                 branch = self.branches[frame_id % len(self.branches)]
                 if len(in_flight) >= options.window:
-                    self.report("Stream", branch, time.perf_counter(), 0, "WINDOW_FULL")
+                    # Under its own name: a frame never sent has no latency to mix into the
+                    # branch's percentiles.
+                    self.report("Stream", f"{branch} (not sent)", time.perf_counter(), 0,
+                                "WINDOW_FULL")  # fmt: skip
                 else:
                     request = PAYLOADS.request(
                         branch, frame_id, self.stream_id, frame_id, options.sla_ms
