@@ -39,6 +39,15 @@ class BundleConfig(_Section):
     name: str | None = Field(default=None, description="model name to fetch from `url`")
     version: str = Field(default="", description="model version to fetch ('' = the newest)")
     timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout of the download")
+    max_archive_mb: float = Field(
+        default=1024, gt=0, description="refuse a bundle archive larger than this (MiB)"
+    )
+    max_unpacked_mb: float = Field(
+        default=2048, gt=0, description="refuse a bundle whose files add up to more (MiB)"
+    )
+    ca_file: Path | None = Field(
+        default=None, description="PEM roots to trust for an https:// url (None: system roots)"
+    )
 
     @model_validator(mode="after")
     def _one_origin(self) -> BundleConfig:

@@ -100,19 +100,20 @@ class GrpcUplink:
     def _run(self) -> None:
         attempt = 0
         while not self._closed.is_set():
-            answered = self._stream_once()
+            healthy = self._stream_once()
             if self._closed.is_set():
                 break
-            attempt = 0 if answered else attempt + 1
+            attempt = 0 if healthy else attempt + 1
             delay = backoff_delay(attempt, self.config)
             log.info("edge %s: reconnecting in %.2f s", self.config.target, delay)
             self._closed.wait(delay)
             self.reconnects += 1
 
     def _stream_once(self) -> bool:
-        """One connection: returns whether the edge answered at least one frame on it."""
+        """One connection: returns whether the edge was healthy on it (its health said SERVING and
+        it did not refuse our token), so the backoff starts over from its initial delay."""
         channel = self._channel()
-        answered = False
+        healthy = False
         try:
             try:
                 grpc.channel_ready_future(channel).result(timeout=self.config.connect_timeout_s)
@@ -125,6 +126,7 @@ class GrpcUplink:
                 return False
             if not self._serving(channel):
                 return False
+            healthy = True
             requests: queue.SimpleQueue[pb.InferRequest | None] = queue.SimpleQueue()
             stub = pb_grpc.SplitInferenceStub(channel)  # type: ignore[no-untyped-call]
             call = stub.Stream(_drain(requests), metadata=self._metadata)
@@ -136,17 +138,17 @@ class GrpcUplink:
             self._notify(True)
             try:
                 for reply in call:
-                    answered = True
                     self._resolve(reply)
                 reason = "the edge ended the stream"
             except grpc.RpcError as exc:
                 reason = f"{exc.code().name}: {exc.details()}"
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    healthy = False  # retrying at once would only be refused again
                     log.error("edge %s refused the token: %s", self.config.target, reason)
             if not self._closed.is_set():
                 log.warning("edge %s: stream lost (%s)", self.config.target, reason)
             self._teardown(f"stream to {self.config.target} lost ({reason})")
-            return answered
+            return healthy
         finally:
             self._call = None
             channel.close()
@@ -165,10 +167,25 @@ class GrpcUplink:
                 return True  # an edge without the health service: trust the stream
             log.warning("edge %s health check failed: %s", self.config.target, exc.code().name)
             return False
-        if status != health_pb2.HealthCheckResponse.SERVING:
-            log.info("edge %s is not serving yet (%s)", self.config.target, status)
-            return False
-        return True
+        if status == health_pb2.HealthCheckResponse.SERVING:
+            return True
+        # Up but loading (or draining): watch its health rather than back off blindly, so the
+        # stream opens the moment it serves instead of up to backoff.max_s later.
+        log.info("edge %s is not serving yet (%s); watching its health", self.config.target, status)
+        watch = stub.Watch(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=self.config.backoff.max_s
+        )
+        self._call = watch
+        try:
+            for reply in watch:
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+        except grpc.RpcError:
+            pass  # the watch timed out, or the edge went away
+        finally:
+            watch.cancel()
+            self._call = None
+        return False
 
     def _resolve(self, reply: pb.InferResponse) -> None:
         with self._lock:

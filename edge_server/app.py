@@ -20,6 +20,8 @@ import uvicorn
 
 from edge_server.grpc_api import build_grpc_server, set_serving
 from edge_server.http_api import build_http_app
+from edge_server.http_protocol import limited_protocol
+from edge_server.logs import limit_noisy_loggers
 from edge_server.runtime import EdgeRuntime
 from edge_server.settings import EdgeSettings
 
@@ -66,6 +68,7 @@ async def serve(
     await grpc_server.start()
     sock = _http_socket(settings)
     http_port = sock.getsockname()[1]
+    limit_noisy_loggers()
     http_server = uvicorn.Server(
         uvicorn.Config(
             build_http_app(runtime),
@@ -73,6 +76,14 @@ async def serve(
             lifespan="off",
             ssl_certfile=settings.tls_cert,
             ssl_keyfile=settings.tls_key,
+            http=limited_protocol(
+                max_connections=settings.http_max_connections,
+                header_timeout_s=settings.http_header_timeout_s,
+                refused=runtime.metrics.http_connections_refused,
+            ),
+            timeout_keep_alive=max(1, round(settings.http_keepalive_s)),
+            # Shutdown waits this long for open HTTP connections at most.
+            timeout_graceful_shutdown=max(1, round(settings.drain_seconds)),
         )
     )
     http_task = asyncio.ensure_future(http_server.serve(sockets=[sock]))

@@ -1,8 +1,9 @@
 """The gRPC front door: splitedge.v1.SplitInference, grpc.health.v1 and server reflection.
 
 Unary errors are gRPC statuses; on a stream, a bad frame is answered in-band (InferResponse.status)
-and the stream goes on. Each stream keeps at most `stream_window` frames in flight and answers in
-order, so frames of one stream batch with each other and with other streams.
+and the stream goes on — bytes that are not protobuf included. Each stream keeps at most
+`stream_window` frames in flight and answers in order, so frames of one stream batch with each
+other and with other streams. On shutdown a stream stops reading, answers what it holds, and ends.
 """
 
 from __future__ import annotations
@@ -10,20 +11,27 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from edge_server.runtime import EdgeRuntime
+from edge_server.redact import echoed
+from edge_server.runtime import Caller, EdgeRuntime
 from shared.errors import FrameError, Overloaded
 from shared.wire import pb, pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # probes carry no token
 
+ACCEPT_LATE = "splitedge-accept-late"  # metadata: "1" answers frames computed past their deadline
+
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_Message = TypeVar("_Message", bound=ProtoMessage)
 
 
 def bearer_ok(header: str | None, tokens: Sequence[str]) -> bool:
@@ -39,8 +47,11 @@ def bearer_ok(header: str | None, tokens: Sequence[str]) -> bool:
 class BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Refuses a call without a valid token before any of its messages is read."""
 
-    def __init__(self, tokens: Sequence[str]) -> None:
+    def __init__(
+        self, tokens: Sequence[str], on_refused: Callable[[], None] = lambda: None
+    ) -> None:
         self.tokens = tuple(tokens)
+        self.on_refused = on_refused
 
     async def intercept_service(
         self,
@@ -53,6 +64,7 @@ class BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         header = dict(details.invocation_metadata or ()).get("authorization")
         if bearer_ok(header, self.tokens):
             return handler
+        self.on_refused()
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
@@ -66,15 +78,51 @@ class BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return grpc.unary_unary_rpc_method_handler(deny)
 
 
+@dataclass(frozen=True)
+class Unparsable:
+    """A request message whose bytes are not protobuf: answered INVALID_ARGUMENT, in-band on a
+    stream, instead of gRPC ending the whole call with UNKNOWN."""
+
+    error: str
+
+
+def _lenient(message: type[_Message]) -> Callable[[bytes], _Message | Unparsable]:
+    def parse(data: bytes) -> _Message | Unparsable:
+        try:
+            return message.FromString(data)
+        except DecodeError:
+            return Unparsable(f"{len(data)} bytes that are not a {message.DESCRIPTOR.name}")
+
+    return parse
+
+
 class SplitInferenceService(pb_grpc.SplitInferenceServicer):
     def __init__(self, runtime: EdgeRuntime) -> None:
         self.runtime = runtime
+        self.tokens = tuple(runtime.settings.tokens)
+
+    def caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        """The fair-share key (the token when tokens are set, else the connection) and whether
+        the client wants late answers."""
+        metadata = dict(context.invocation_metadata() or ())
+        client = str(context.peer())
+        header = metadata.get("authorization")
+        if self.tokens and isinstance(header, str):
+            given = header.removeprefix("Bearer ").encode()
+            for index, token in enumerate(self.tokens):
+                if hmac.compare_digest(given, token.encode()):
+                    client = f"token-{index}"
+        late = str(metadata.get(ACCEPT_LATE, "")).lower() in ("1", "true", "yes")
+        return Caller(client, late)
 
     async def Infer(
-        self, request: pb.InferRequest, context: grpc.aio.ServicerContext
+        self, request: pb.InferRequest | Unparsable, context: grpc.aio.ServicerContext
     ) -> pb.InferResponse:
+        if isinstance(request, Unparsable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error)
+            raise AssertionError("unreachable: abort raises")
         try:
-            return await self.runtime.infer(request)
+            return await self.runtime.infer(request, self.caller(context))
         except FrameError as exc:
             if isinstance(exc, Overloaded):
                 context.set_trailing_metadata((("retry-after-ms", str(exc.retry_after_ms)),))
@@ -82,16 +130,32 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             raise  # unreachable: abort raises
 
     async def Stream(
-        self, requests: AsyncIterator[pb.InferRequest], context: grpc.aio.ServicerContext
+        self,
+        requests: AsyncIterator[pb.InferRequest | Unparsable],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.InferResponse]:
         window: asyncio.Queue[asyncio.Task[pb.InferResponse] | None] = asyncio.Queue(
             self.runtime.settings.stream_window
         )
+        caller = self.caller(context)
+        closing = asyncio.ensure_future(self.runtime.closing.wait())
 
         async def read() -> None:
+            incoming = aiter(requests)
             try:
-                async for request in requests:
-                    await window.put(asyncio.ensure_future(self._answer(request)))
+                while True:
+                    # On shutdown stop reading: the frames in the window are answered, then the
+                    # call ends, instead of refusing new frames until the drain grace is over.
+                    following = asyncio.ensure_future(anext(incoming))
+                    await asyncio.wait((following, closing), return_when=asyncio.FIRST_COMPLETED)
+                    if not following.done():
+                        following.cancel()
+                        return
+                    try:
+                        request = following.result()
+                    except StopAsyncIteration:
+                        return
+                    await window.put(asyncio.ensure_future(self._answer(request, caller)))
             finally:
                 await window.put(None)
 
@@ -102,17 +166,24 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             await reader  # surface a broken request stream as the call's error
         finally:
             reader.cancel()
+            closing.cancel()
 
-    async def _answer(self, request: pb.InferRequest) -> pb.InferResponse:
+    async def _answer(
+        self, request: pb.InferRequest | Unparsable, caller: Caller
+    ) -> pb.InferResponse:
+        if isinstance(request, Unparsable):
+            return pb.InferResponse(
+                status=pb.FrameStatus(code=pb.FRAME_INVALID_ARGUMENT, message=request.error)
+            )
         try:
-            return await self.runtime.infer(request)
+            return await self.runtime.infer(request, caller)
         except FrameError as exc:
             return pb.InferResponse(
-                stream_id=request.stream_id,
+                stream_id=echoed(request.stream_id),
                 frame_id=request.frame_id,
-                model_name=request.model_name,
-                model_version=request.model_version,
-                branch_id=request.branch_id,
+                model_name=echoed(request.model_name),
+                model_version=echoed(request.model_version),
+                branch_id=echoed(request.branch_id),
                 status=pb.FrameStatus(
                     code=pb.FrameCode.Name(exc.code),
                     message=str(exc),
@@ -121,8 +192,11 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             )
 
     async def ListModels(
-        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListModelsRequest | Unparsable, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
+        if isinstance(request, Unparsable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error)
+            raise AssertionError("unreachable: abort raises")
         response = pb.ListModelsResponse()
         for model in self.runtime.registry:
             if request.model_name and model.name != request.model_name:
@@ -159,8 +233,9 @@ def build_grpc_server(
     # gRPC's own cap sits above ours, so a merely too-large payload gets our INVALID_ARGUMENT
     # naming its size; only absurd messages hit gRPC's RESOURCE_EXHAUSTED.
     hard_cap = 2 * settings.max_message_bytes + (1 << 20)
+    refused = runtime.metrics.auth_refused.labels("grpc")
     server = grpc.aio.server(
-        interceptors=[BearerAuth(settings.tokens)] if settings.tokens else None,
+        interceptors=[BearerAuth(settings.tokens, refused.inc)] if settings.tokens else None,
         options=[
             ("grpc.max_receive_message_length", hard_cap),
             ("grpc.max_send_message_length", hard_cap),
@@ -168,9 +243,7 @@ def build_grpc_server(
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ],
     )
-    pb_grpc.add_SplitInferenceServicer_to_server(  # type: ignore[no-untyped-call]
-        SplitInferenceService(runtime), server
-    )
+    _add_service(SplitInferenceService(runtime), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -187,6 +260,30 @@ def build_grpc_server(
     else:
         port = server.add_secure_port(address, credentials)
     return server, health_servicer, port
+
+
+def _add_service(service: SplitInferenceService, server: grpc.aio.Server) -> None:
+    """As the generated `add_SplitInferenceServicer_to_server`, but request bytes that are not
+    protobuf reach the service as `Unparsable` instead of failing the call."""
+    handlers = {
+        "Infer": grpc.unary_unary_rpc_method_handler(
+            service.Infer,
+            request_deserializer=_lenient(pb.InferRequest),
+            response_serializer=pb.InferResponse.SerializeToString,
+        ),
+        "Stream": grpc.stream_stream_rpc_method_handler(
+            service.Stream,
+            request_deserializer=_lenient(pb.InferRequest),
+            response_serializer=pb.InferResponse.SerializeToString,
+        ),
+        "ListModels": grpc.unary_unary_rpc_method_handler(
+            service.ListModels,
+            request_deserializer=_lenient(pb.ListModelsRequest),
+            response_serializer=pb.ListModelsResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:

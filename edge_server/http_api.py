@@ -4,15 +4,19 @@ full-image inference for clients with no head. Errors are JSON `{"error": ...}`.
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edge_server.grpc_api import bearer_ok
-from edge_server.runtime import EdgeRuntime
+from edge_server.redact import shown
+from edge_server.runtime import Caller, EdgeRuntime
 from shared.errors import FrameError, InvalidRequest, Overloaded, Unauthenticated
 from shared.wire import pb
 
@@ -20,19 +24,38 @@ IMAGE_TYPES = {"image/jpeg": pb.CODEC_JPEG, "image/webp": pb.CODEC_WEBP, "image/
 
 
 def build_http_app(runtime: EdgeRuntime) -> FastAPI:
+    settings = runtime.settings
+    tokens = settings.tokens
+    # With tokens set, the API's description is not public either (unless --open-docs): it is
+    # served below behind the same check as everything else.
+    public_docs = not tokens or settings.open_docs
     app = FastAPI(
         title="splitedge edge server",
         version="1",
         description="Split-computing tails over gRPC; this HTTP API serves operators, devices "
         "fetching bundles, and clients that send whole frames.",
+        docs_url="/docs" if public_docs else None,
+        redoc_url="/redoc" if public_docs else None,
+        openapi_url="/openapi.json" if public_docs else None,
     )
-    tokens = runtime.settings.tokens
+    refused = runtime.metrics.auth_refused.labels("http")
 
     def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
         if not bearer_ok(authorization, tokens):
+            refused.inc()
             raise Unauthenticated("missing or wrong bearer token (Authorization: Bearer <token>)")
 
     guarded = [Depends(authorized)]
+
+    if not public_docs:
+
+        @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
+        async def openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", dependencies=guarded, include_in_schema=False)
+        async def docs() -> Response:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
 
     @app.exception_handler(FrameError)
     async def frame_error(request: Request, exc: FrameError) -> JSONResponse:
@@ -56,7 +79,9 @@ def build_http_app(runtime: EdgeRuntime) -> FastAPI:
 
     @app.get("/metrics", dependencies=guarded, summary="Prometheus metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # Rendered on a worker thread: this event loop also runs gRPC.
+        text = await asyncio.to_thread(generate_latest, runtime.metrics.registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models", dependencies=guarded, summary="Models and their branches")
     async def models() -> dict[str, Any]:
@@ -97,6 +122,7 @@ def build_http_app(runtime: EdgeRuntime) -> FastAPI:
         version: str = "",
         task: Annotated[list[str] | None, Query(description="detection / classification")] = None,
         content_length: Annotated[int | None, Header()] = None,
+        authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
         limit = runtime.limits.max_payload_bytes
         if content_length is not None and content_length > limit:
@@ -105,10 +131,16 @@ def build_http_app(runtime: EdgeRuntime) -> FastAPI:
         if codec is None:
             raise InvalidRequest(f"Content-Type must be one of {sorted(IMAGE_TYPES)}")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise _TooLarge(f"body larger than {limit} bytes")
+        try:
+            async with asyncio.timeout(settings.http_body_timeout_s):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise _TooLarge(f"body larger than {limit} bytes")
+        except TimeoutError:
+            raise _TooSlow(
+                f"the body did not arrive within {settings.http_body_timeout_s:g} s"
+            ) from None
         tasks = ["TASK_" + t.upper() for t in task or () if _known_task(t)]
         answer = await runtime.infer(
             pb.InferRequest(
@@ -116,7 +148,8 @@ def build_http_app(runtime: EdgeRuntime) -> FastAPI:
                 model_version=version,
                 tasks=tasks,
                 image=pb.EncodedImage(codec=codec, data=bytes(body)),
-            )
+            ),
+            Caller(_client(request, authorization, tokens)),
         )
         # Every field, zeros included: JSON clients should not have to know proto3's defaults.
         return json_format.MessageToDict(
@@ -130,9 +163,25 @@ class _TooLarge(InvalidRequest):
     http_status = 413
 
 
+class _TooSlow(InvalidRequest):
+    http_status = 408
+
+
+def _client(request: Request, authorization: str | None, tokens: list[str]) -> str:
+    """The fair-share key: the token (checked already) when tokens are set, else the
+    connection."""
+    if tokens and authorization:
+        given = authorization.removeprefix("Bearer ")
+        for index, token in enumerate(tokens):
+            if hmac.compare_digest(given.encode(), token.encode()):
+                return f"token-{index}"
+    peer = request.client
+    return f"http:{peer.host}:{peer.port}" if peer else "http"
+
+
 def _known_task(task: str) -> bool:
     if task not in ("detection", "classification"):
-        raise InvalidRequest(f"unknown task {task!r}: detection or classification")
+        raise InvalidRequest(f"unknown task {shown(task)}: detection or classification")
     return True
 
 

@@ -1,5 +1,9 @@
 """Prometheus metrics of one edge runtime (its own registry, so several servers can share a
-process in tests)."""
+process in tests).
+
+Label values come from fixed sets or from the loaded bundles' manifests, never from a client's
+strings (a name the server does not hold is `unknown`): a scrape stays small however many
+made-up names clients send."""
 
 from __future__ import annotations
 
@@ -51,6 +55,18 @@ class EdgeMetrics:
             "splitedge_frames_computed",
             "Frames that went through a tail",
             ["model", "branch"],
+            registry=r,
+        )
+        self.auth_refused = Counter(
+            "splitedge_auth_refused",
+            "Calls refused for a missing or wrong bearer token, by front door",
+            ["door"],
+            registry=r,
+        )
+        self.http_connections_refused = Counter(
+            "splitedge_http_connections_refused",
+            "HTTP connections closed by the server: over the limit, or headers too slow",
+            ["reason"],
             registry=r,
         )
         self.payload_bytes = Histogram(

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_server.plausible import LatentPlausibility
+from edge_server.redact import shown
 from shared.bundle import Branch, Bundle, load_bundle
 from shared.bundle.geometry import frame_geometry
 from shared.codecs import Codec, CodecId, DecodeLimits, FactorizedTables, make_codec
@@ -34,8 +36,10 @@ class BundleArchive:
     def build(cls, bundle: Bundle) -> BundleArchive:
         buffer = io.BytesIO()
         # mtime 0 in the gzip header and the tar entries: the same bundle gives the same bytes.
+        # The manifest first: a device then knows every file's name and size before it reads
+        # any other entry, and can refuse an unlisted one without unpacking it.
         with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
-            for name in sorted(["manifest.json", *bundle.manifest.files]):
+            for name in ["manifest.json", *sorted(bundle.manifest.files)]:
                 path = bundle.root / name
                 info = tarfile.TarInfo(f"{bundle.manifest.name}/{name}")
                 info.size = path.stat().st_size
@@ -52,6 +56,7 @@ class LoadedModel:
     bundle: Bundle
     tail: TailRuntime
     codecs: dict[CodecId, Codec]
+    plausibility: LatentPlausibility
     _archive: BundleArchive | None = field(default=None, repr=False)
 
     @property
@@ -68,8 +73,11 @@ class LoadedModel:
                 return branch
         known = ", ".join(b.id for b in self.bundle.manifest.branches)
         raise UnknownModel(
-            f"model {self.name} {self.version} has no branch {branch_id!r}; it has {known}"
+            f"model {self.name} {self.version} has no branch {shown(branch_id)}; it has {known}"
         )
+
+    def knows_branch(self, branch_id: str) -> bool:
+        return any(b.id == branch_id for b in self.bundle.manifest.branches)
 
     def warm_up(self) -> None:
         """One frame through every tail (every head width) and the teachers, so the first real
@@ -96,7 +104,8 @@ def load_model(root: Path, limits: DecodeLimits) -> LoadedModel:
     tables = FactorizedTables.load(bundle.path(manifest.entropy_file))
     codec_ids = {CodecId[b.codec] for b in manifest.branches if b.codec}
     codecs = {cid: make_codec(cid, tables=tables, limits=limits) for cid in codec_ids}
-    return LoadedModel(bundle, TailRuntime.load(root), codecs)
+    plausibility = LatentPlausibility.of(manifest, tables)
+    return LoadedModel(bundle, TailRuntime.load(root), codecs, plausibility)
 
 
 class ModelRegistry:
@@ -112,16 +121,20 @@ class ModelRegistry:
         for versions in self._models.values():
             yield from versions.values()
 
+    def knows(self, name: str) -> bool:
+        return name in self._models
+
     def resolve(self, name: str, version: str = "") -> LoadedModel:
         versions = self._models.get(name)
         if not versions:
             known = ", ".join(sorted(self._models)) or "none"
-            raise UnknownModel(f"no model {name!r}; this server holds: {known}")
+            raise UnknownModel(f"no model {shown(name)}; this server holds: {known}")
         if not version:
             return versions[max(versions, key=_version_key)]
         if version not in versions:
             raise UnknownModel(
-                f"model {name!r} has no version {version!r}; loaded: {', '.join(sorted(versions))}"
+                f"model {shown(name)} has no version {shown(version)}; "
+                f"loaded: {', '.join(sorted(versions))}"
             )
         return versions[version]
 

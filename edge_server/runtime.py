@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from edge_server.batcher import DynamicBatcher
+from edge_server.logs import RateLimit
 from edge_server.metrics import EdgeMetrics
 from edge_server.models import LoadedModel, ModelRegistry, load_model
+from edge_server.redact import echoed, scrubbed
 from edge_server.settings import EdgeSettings
 from shared.bundle import Branch, Task
 from shared.codecs import CodecId, DecodeLimits, Payload, decode_image
@@ -35,6 +38,22 @@ STATUS_NAMES = {code: name.removeprefix("FRAME_").lower() for name, code in pb.F
 IMAGE_CODECS = {CodecId.JPEG: "JPEG", CodecId.WEBP: "WEBP", CodecId.PNG: "PNG"}
 # Whole frames sent without a branch (HTTP uploads): batched apart from the manifest's branches.
 FULL_FRAME = Branch(id="full-frame", kind="jpeg")
+UNKNOWN = "unknown"  # the metric label of every name this server does not hold
+MAX_NAME = 256  # characters of a stream id, model name, version or branch id
+
+_internal_log = logging.getLogger("splitedge.edge.runtime")
+_internal_log.addFilter(RateLimit(per_s=0.1))
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a frame, as the front door knows it."""
+
+    client: str = ""  # the fair-share key: the bearer token's index, or the connection
+    accept_late: bool = False  # answer a frame computed after its deadline instead of dropping it
+
+
+ANONYMOUS = Caller()
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,7 @@ class EdgeRuntime:
         self.active = 0  # frames admitted and not yet answered
         self._idle = asyncio.Event()
         self._idle.set()
+        self.closing = asyncio.Event()  # set when draining begins: streams stop reading
         # Tails run on their own threads (torch releases the GIL); decoding on another, so a big
         # batch never delays the decode of the next frame.
         self._tail_pool = ThreadPoolExecutor(settings.tail_threads, thread_name_prefix="tail")
@@ -89,6 +109,7 @@ class EdgeRuntime:
         """Refuse new frames, answer every admitted one (within `grace_s`), then stop the pools."""
         self.ready = False
         self.draining = True
+        self.closing.set()
         # Past the grace, what is left is answered by the batchers' close below, or cancelled by
         # gRPC's own grace.
         with contextlib.suppress(TimeoutError):
@@ -102,11 +123,15 @@ class EdgeRuntime:
         return sum(b.pending for b in self._batchers.values())
 
     # -- one frame -------------------------------------------------------------------------------
-    async def infer(self, request: pb.InferRequest) -> pb.InferResponse:
-        """Answer one frame; raises a FrameError subclass for a frame without a result."""
+    async def infer(self, request: pb.InferRequest, caller: Caller = ANONYMOUS) -> pb.InferResponse:
+        """Answer one frame; raises a FrameError subclass for a frame without a result.
+
+        Order matters: everything that can be checked without decoding is checked first (names,
+        shape against the bundle, stream lengths), then the batcher admits the frame (queue
+        bound, the caller's share, deadline feasibility), and only then is it decoded."""
         received = time.monotonic()
         deadline = _monotonic_deadline(request.deadline_unix_ns, received)
-        model_label, branch_label = request.model_name or "?", request.branch_id or "?"
+        model_label, branch_label = self._labels(request)
         if not self.ready:
             self.metrics.requests.labels(model_label, branch_label, "unavailable").inc()
             if self.draining:
@@ -115,23 +140,40 @@ class EdgeRuntime:
         self.metrics.pending.inc()
         self.active += 1
         self._idle.clear()
+        decode_s = 0.0
         try:
+            _check_names(request)
             model = self.registry.resolve(request.model_name, request.model_version)
             branch, raw, payload_bytes = self._admit(model, request)
-            model_label, branch_label = model.name, branch.id
-            self.metrics.payload_bytes.labels(branch.codec or "none").observe(payload_bytes)
-            decode_started = time.monotonic()
-            frame = await asyncio.get_running_loop().run_in_executor(
-                self._decode_pool, self._decode, model, raw
-            )
-            decode_s = time.monotonic() - decode_started
             tasks = self._tasks(model, request)
+            self.metrics.payload_bytes.labels(branch.codec or "none").observe(payload_bytes)
             batcher = self._batcher(model, branch, tasks)
-            result, timing = await batcher.submit(frame, deadline)
+            loop = asyncio.get_running_loop()
+
+            async def decode() -> FrameInput:
+                nonlocal decode_s
+                started = time.monotonic()
+                try:
+                    return await loop.run_in_executor(self._decode_pool, self._decode, model, raw)
+                finally:
+                    decode_s = time.monotonic() - started
+                    self.metrics.stage_seconds.labels("decode").observe(decode_s)
+
+            result, timing = await batcher.admit(
+                decode, deadline, client=caller.client, accept_late=caller.accept_late
+            )
         except FrameError as exc:
             status = STATUS_NAMES.get(exc.code, "internal")
             self.metrics.requests.labels(model_label, branch_label, status).inc()
             raise
+        except Exception as exc:
+            # A bug, not the client's fault: log it (rate-limited: a client may trigger it at
+            # will) and answer INTERNAL without the exception's text, which may hold addresses.
+            self.metrics.requests.labels(model_label, branch_label, "internal").inc()
+            _internal_log.exception("frame failed with an unexpected error")
+            raise FrameError(
+                "internal error while answering this frame; the server logged it"
+            ) from exc
         finally:
             self.metrics.pending.dec()
             self.active -= 1
@@ -141,13 +183,12 @@ class EdgeRuntime:
         self.metrics.requests.labels(model.name, branch.id, "ok").inc()
         for stage, seconds in (
             ("queue_wait", timing.queue_wait_s),
-            ("decode", decode_s),
             ("tail", timing.compute_s),
             ("total", total_s),
         ):
             self.metrics.stage_seconds.labels(stage).observe(seconds)
         response = pb.InferResponse(
-            stream_id=request.stream_id,
+            stream_id=echoed(request.stream_id),
             frame_id=request.frame_id,
             model_name=model.name,
             model_version=model.version,
@@ -163,6 +204,19 @@ class EdgeRuntime:
         )
         _fill_results(response, result, model)
         return response
+
+    def _labels(self, request: pb.InferRequest) -> tuple[str, str]:
+        """Metric labels from known names only: a client's made-up name is `unknown`, so label
+        sets stay as small as the bundles' manifests."""
+        if not self.registry.knows(request.model_name):
+            return UNKNOWN, UNKNOWN
+        model = request.model_name
+        if not request.branch_id and request.WhichOneof("payload") == "image":
+            return model, FULL_FRAME.id
+        for loaded in self.registry:
+            if loaded.name == model and loaded.knows_branch(request.branch_id):
+                return model, request.branch_id
+        return model, UNKNOWN
 
     def _admit(
         self, model: LoadedModel, request: pb.InferRequest
@@ -181,25 +235,17 @@ class EdgeRuntime:
                     f"branch {branch.id} ({branch.kind}) takes codec "
                     f"{expected.name if expected else 'none'}, the latent has codec {latent.codec}"
                 )
-            if len(latent.shape) != 3 or (
-                branch.latent_channels is not None and latent.shape[0] != branch.latent_channels
-            ):
+            size = sum(len(s) for s in latent.strings)
+            self._check_size(size)
+            if min(original) <= 0:
                 raise InvalidRequest(
-                    f"branch {branch.id} takes a latent of {branch.latent_channels} channels as "
-                    f"[C, H, W], got shape {list(latent.shape)}"
+                    "original_size must give the captured frame's width and height"
                 )
             input_size = size_of(request.input_size)
-            stride = model.bundle.manifest.latent.stride
-            if not (
-                0 < input_size[0] <= latent.shape[1] * stride
-                and 0 < input_size[1] <= latent.shape[2] * stride
-            ):
-                raise InvalidRequest(
-                    f"input_size {input_size} does not fit a latent of {list(latent.shape)} at "
-                    f"stride {stride}"
-                )
+            model.plausibility.check(
+                branch, expected, tuple(latent.shape), tuple(latent.strings), input_size
+            )
             payload = latent_payload(latent)
-            size = payload.nbytes
         else:
             image = request.image
             try:
@@ -214,14 +260,15 @@ class EdgeRuntime:
                 raise InvalidRequest(f"branch {branch.id} ({branch.kind}) does not take images")
             payload = Payload(codec, (), (image.data,))
             size = len(image.data)
+            self._check_size(size)
             input_size = (0, 0)
+        return branch, (payload, input_size, original), size
+
+    def _check_size(self, size: int) -> None:
         if size > self.limits.max_payload_bytes:
             raise InvalidRequest(
                 f"payload of {size} bytes, at most {self.limits.max_payload_bytes}"
             )
-        if kind == "latent" and min(original) <= 0:
-            raise InvalidRequest("original_size must give the captured frame's width and height")
-        return branch, (payload, input_size, original), size
 
     def _decode(
         self, model: LoadedModel, frame: tuple[Payload, tuple[int, int], tuple[int, int]]
@@ -234,7 +281,14 @@ class EdgeRuntime:
                 return FrameInput(None, image, size, size if min(original) <= 0 else original)
             latent = model.codecs[payload.codec].decode(payload)
         except CodecError as exc:
-            raise InvalidRequest(f"cannot decode the {payload.codec.name} payload: {exc}") from exc
+            raise InvalidRequest(
+                f"cannot decode the {payload.codec.name} payload: {scrubbed(str(exc))}"
+            ) from exc
+        except (ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+            # A decoder library's own complaint about malformed bytes: still the payload's fault.
+            raise InvalidRequest(
+                f"cannot decode the {payload.codec.name} payload ({type(exc).__name__})"
+            ) from exc
         return FrameInput(latent, None, input_size, original)
 
     def _tasks(self, model: LoadedModel, request: pb.InferRequest) -> tuple[Task, ...]:
@@ -281,11 +335,21 @@ class EdgeRuntime:
                 max_batch_size=self.settings.max_batch_size,
                 max_queue_delay_s=self.settings.max_queue_delay_ms / 1e3,
                 max_pending=self.settings.max_pending,
+                # Until this server has measured the branch, the bundle's profiled figure.
+                prior_s_per_frame=(branch.edge_ms or 0.0) / 1e3,
+                probe_after_s=self.settings.probe_after_ms / 1e3,
                 on_batch=on_batch,
             )
             batcher.start()
             self._batchers[key] = batcher
         return batcher
+
+
+def _check_names(request: pb.InferRequest) -> None:
+    for field in ("stream_id", "model_name", "model_version", "branch_id"):
+        length = len(getattr(request, field))
+        if length > MAX_NAME:
+            raise InvalidRequest(f"{field} of {length} characters; at most {MAX_NAME}")
 
 
 def _monotonic_deadline(deadline_unix_ns: int, received: float) -> float:

@@ -39,6 +39,27 @@ class EdgeSettings(BaseSettings):
     max_latent_elements: int = Field(4 << 20, ge=1, description="largest latent C·H·W decoded")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest full frame decoded")
 
+    probe_after_ms: float = Field(
+        500.0,
+        gt=0,
+        description="a branch whose compute estimate is this stale lets one doomed frame through "
+        "to re-measure",
+    )
+
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="HTTP: close a connection whose request headers take longer"
+    )
+    http_body_timeout_s: float = Field(
+        30.0, gt=0, description="HTTP: answer 408 when a request body takes longer"
+    )
+    http_keepalive_s: float = Field(5.0, gt=0, description="HTTP: idle keep-alive connections")
+    http_max_connections: int = Field(
+        1000, ge=1, description="HTTP connections open at once; more are closed on accept"
+    )
+    open_docs: bool = Field(
+        False, description="serve /docs and /openapi.json without a token even when tokens are set"
+    )
+
     tokens: list[str] = Field(
         default_factory=list, description="bearer tokens accepted (empty: no auth)"
     )

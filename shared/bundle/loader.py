@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +21,15 @@ from shared.bundle.manifest import MANIFEST_NAME, SCHEMA_VERSION, FileDigest, Ma
 from shared.errors import BundleError
 
 _CHUNK = 1 << 20
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # 0 where the platform has none (Windows)
 
 
 def digest_file(path: Path) -> FileDigest:
     sha = hashlib.sha256()
     size = 0
-    with path.open("rb") as stream:
+    # O_NOFOLLOW: the file itself must not be a link (the checks below run before; this closes
+    # the window between check and open).
+    with open(os.open(path, os.O_RDONLY | _NOFOLLOW), "rb") as stream:
         while chunk := stream.read(_CHUNK):
             sha.update(chunk)
             size += len(chunk)
@@ -49,10 +53,12 @@ def load_bundle(root: Path | str, *, verify: bool = True) -> Bundle:
     """Validate `root/manifest.json` and (unless `verify=False`) every file's sha256.
 
     Raises BundleError for a missing or invalid manifest, an unknown schema version, a missing
-    file or a checksum mismatch.
+    file, a file that is a symbolic link, or a checksum mismatch.
     """
     root = Path(root)
     manifest_path = root / MANIFEST_NAME
+    if manifest_path.is_symlink():
+        raise BundleError(f"{manifest_path} is a symbolic link; a bundle holds plain files only")
     try:
         raw = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -73,6 +79,7 @@ def load_bundle(root: Path | str, *, verify: bool = True) -> Bundle:
         path = root / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise BundleError(f"{manifest_path}: file name {name!r} leaves the bundle directory")
+        _refuse_links(root, name, manifest.name)
         if not path.is_file():
             raise BundleError(f"bundle {manifest.name}: file {name} is missing from {root}")
         if verify:
@@ -85,6 +92,20 @@ def load_bundle(root: Path | str, *, verify: bool = True) -> Bundle:
                     "or re-download the bundle"
                 )
     return Bundle(root, manifest)
+
+
+def _refuse_links(root: Path, name: str, bundle: str) -> None:
+    """No component of a bundle file's path below the root may be a symbolic link: a link could
+    point the loader (and its torch.load) anywhere on the machine. The root itself may be one
+    (`bundles/current -> v2`): the operator chose it."""
+    path = root
+    for part in Path(name).parts:
+        path = path / part
+        if path.is_symlink():
+            raise BundleError(
+                f"bundle {bundle}: {path} is a symbolic link; a bundle holds plain files only "
+                "(copy the file in instead of linking it)"
+            )
 
 
 def write_manifest(root: Path | str, manifest: Manifest) -> Path:

@@ -162,3 +162,109 @@ def test_close_drains_queued_frames_then_refuses(executor) -> None:
             await batcher.submit(9)
 
     asyncio.run(main())
+
+
+class Scripted:
+    """Doubles numbers; each batch takes the next scripted duration (then `seconds`)."""
+
+    def __init__(self, seconds: float, script: list[float] | None = None) -> None:
+        self.seconds = seconds
+        self.script = list(script or [])
+        self.batches: list[list[int]] = []
+
+    def __call__(self, items: list[int]) -> list[int]:
+        time.sleep(self.script.pop(0) if self.script else self.seconds)
+        self.batches.append(list(items))
+        return [2 * i for i in items]
+
+
+def test_one_slow_outlier_does_not_poison_the_deadline_estimate(executor) -> None:
+    async def main() -> None:
+        run = Scripted(0.01, script=[0.01, 0.01, 0.5])  # the third batch: a 50x outlier
+        batcher = make(run, executor, max_batch_size=1, probe_after_s=60)
+        for i in range(3):
+            await batcher.submit(i)
+        # Before: the estimate after the outlier (a moving average) refused 200 ms deadlines.
+        for i in range(3, 8):
+            out, _ = await batcher.submit(i, deadline=time.monotonic() + 0.2)
+            assert out == 2 * i
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_poisoned_estimate_recovers_through_a_probe(executor) -> None:
+    async def main() -> None:
+        run = Scripted(0.005, script=[0.3, 0.3, 0.3])  # three slow batches: the median is slow
+        batcher = make(run, executor, max_batch_size=1, probe_after_s=0.05)
+        for i in range(3):
+            await batcher.submit(i)
+        with pytest.raises(DeadlineMissed, match="not decoded"):
+            await batcher.submit(10, deadline=time.monotonic() + 0.1)
+        await asyncio.sleep(0.06)  # stale now: the next doomed-looking frame goes as a probe
+        answered = 0
+        for i in range(20, 40):
+            try:
+                await batcher.submit(i, deadline=time.monotonic() + 0.1)
+                answered += 1
+            except DeadlineMissed:
+                await asyncio.sleep(0.06)
+        assert answered >= 10  # the fast batches taught it; refusals stopped
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_refused_before_preparing_when_the_deadline_cannot_be_made(executor) -> None:
+    async def main() -> None:
+        run = Scripted(0.05)
+        batcher = make(run, executor, max_batch_size=1, probe_after_s=60)
+        await batcher.submit(1)
+        prepared = []
+
+        async def prepare() -> int:
+            prepared.append(1)
+            return 2
+
+        for _ in range(20):
+            with pytest.raises(DeadlineMissed):
+                await batcher.admit(prepare, time.monotonic() + 0.01)
+        with pytest.raises(DeadlineMissed, match="before queueing"):
+            await batcher.admit(prepare, time.monotonic() - 1)
+        assert prepared == []  # nothing decoded for a frame that could not make it
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_clients_are_served_round_robin_and_the_heaviest_is_shed_first(executor) -> None:
+    async def main() -> None:
+        run = Scripted(0.02)
+        batcher = make(run, executor, max_batch_size=1, max_pending=6)
+        greedy = [asyncio.ensure_future(batcher.submit(i, client="greedy")) for i in range(6)]
+        await asyncio.sleep(0)
+        honest = [asyncio.ensure_future(batcher.submit(100 + i, client="honest")) for i in range(3)]
+        results = await asyncio.gather(*greedy, *honest, return_exceptions=True)
+        assert all(not isinstance(r, BaseException) for r in results[6:])  # honest: all served
+        shed = [r for r in results[:6] if isinstance(r, Overloaded)]
+        assert shed and all("shed" in str(r) for r in shed)
+        order = [b[0] for b in run.batches]
+        # Honest frames are not stuck behind the greedy backlog: they interleave with it.
+        assert order.index(100) <= 2
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_late_results_are_dropped_unless_the_client_accepts_them(executor) -> None:
+    async def main() -> None:
+        run = Scripted(0.01, script=[0.01, 0.2, 0.2])
+        batcher = make(run, executor, max_batch_size=1, probe_after_s=60)
+        await batcher.submit(1)  # estimate: 10 ms; the next two batches are slower than that
+        with pytest.raises(DeadlineMissed, match="computed, but"):
+            await batcher.submit(2, deadline=time.monotonic() + 0.1)
+        out, _ = await batcher.submit(3, deadline=time.monotonic() + 0.1, accept_late=True)
+        assert out == 6
+        await batcher.close()
+
+    asyncio.run(main())
