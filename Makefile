@@ -52,5 +52,29 @@ bundle: setup
 protos: setup
 	$(PY) scripts/gen_protos.py
 
+# Containers and load (README "Deployment and load tests"): images, the compose deployment, and
+# the throttled-network load report. Docker and root for these; none of them is in `make test`.
+.PHONY: images compose-up compose-check compose-down loadtest
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
+images:
+	docker/standin-images.sh
+	docker/build.sh
+
+compose-up: images
+	$(COMPOSE) up -d
+	@echo "edge: http://127.0.0.1:8080/readyz  prometheus: http://127.0.0.1:9090  grafana: http://127.0.0.1:3000"
+
+# Up, healthy, outcomes flowing, dashboard queries answered, a live link change followed, down.
+compose-check: images
+	python3 docker/compose_check.py --json out/compose-check.json
+
+compose-down:
+	$(COMPOSE) down
+
+# Edge + locust cameras behind tc-shaped veth links at 1/5/20 Mbit/s: out/loadtest/report.md.
+loadtest: setup
+	$(PY) -m loadtest.run
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

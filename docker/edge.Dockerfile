@@ -22,12 +22,9 @@ COPY constraints.txt ./
 # torch first, in its own layer: the slow, large part, cached while the code changes.
 RUN [ -n "$PIP_CERT" ] || unset PIP_CERT; \
     /opt/splitedge/bin/pip install --index-url "$TORCH_INDEX_URL" -c constraints.txt torch torchvision
-COPY pyproject.toml README.md ./
-COPY shared/ shared/
-COPY device_client/ device_client/
-COPY edge_server/ edge_server/
-COPY split_models/ split_models/
-COPY splitedge/ splitedge/
+# One COPY of the whole (whitelisted, see .dockerignore) context, one RUN: every layer above the
+# torch layer is a full copy of it under some storage drivers (vfs), so keep them few.
+COPY . .
 RUN [ -n "$PIP_CERT" ] || unset PIP_CERT; \
     /opt/splitedge/bin/pip install -c constraints.txt '.[edge]' \
  && /opt/splitedge/bin/pip uninstall -y pip
@@ -38,9 +35,9 @@ LABEL org.opencontainers.image.title="splitedge-edge" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/splitedge --shell /usr/sbin/nologin splitedge \
  && install -d -o splitedge -g splitedge -m 750 /var/lib/splitedge
-COPY --from=build /opt/splitedge /opt/splitedge
 # The shipped demo bundle, so `docker run splitedge-edge` serves something; mount your own over it.
 COPY bundles/ /bundles/
+COPY --from=build /opt/splitedge /opt/splitedge
 ENV PATH=/opt/splitedge/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/var/lib/splitedge \
