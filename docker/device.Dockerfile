@@ -44,8 +44,6 @@ LABEL org.opencontainers.image.title="splitedge-device" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/splitedge --shell /usr/sbin/nologin splitedge \
  && install -d -o splitedge -g splitedge -m 750 /var/lib/splitedge /etc/splitedge
-COPY --from=build /opt/splitedge /opt/splitedge
-COPY docker/device.yaml /etc/splitedge/device.yaml
 ENV PATH=/opt/splitedge/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/var/lib/splitedge
@@ -59,3 +57,6 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/metrics', timeout=2)"]
 ENTRYPOINT ["splitedge", "device"]
 CMD ["run", "--config", "/etc/splitedge/device.yaml"]
+# The copies last: metadata steps after them would copy the tree again under the vfs driver.
+COPY --from=build /opt/splitedge /opt/splitedge
+COPY docker/device.yaml /etc/splitedge/device.yaml

@@ -35,9 +35,8 @@ LABEL org.opencontainers.image.title="splitedge-edge" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/splitedge --shell /usr/sbin/nologin splitedge \
  && install -d -o splitedge -g splitedge -m 750 /var/lib/splitedge
-# The shipped demo bundle, so `docker run splitedge-edge` serves something; mount your own over it.
-COPY bundles/ /bundles/
-COPY --from=build /opt/splitedge /opt/splitedge
+# Metadata first, the big copy last: under the vfs storage driver every step after it would
+# copy the whole tree again.
 ENV PATH=/opt/splitedge/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/var/lib/splitedge \
@@ -54,3 +53,6 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=120s --retries=3 \
   CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["splitedge", "serve"]
+# The shipped demo bundle, so `docker run splitedge-edge` serves something; mount your own over it.
+COPY bundles/ /bundles/
+COPY --from=build /opt/splitedge /opt/splitedge
