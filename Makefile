@@ -66,8 +66,8 @@ compose-up: images
 	@echo "edge: http://127.0.0.1:8080/readyz  prometheus: http://127.0.0.1:9090  grafana: http://127.0.0.1:3000"
 
 # Up, healthy, outcomes flowing, dashboard queries answered, a live link change followed, down.
-compose-check: images
-	python3 docker/compose_check.py --json out/compose-check.json
+compose-check: images setup
+	$(PY) docker/compose_check.py --json out/compose-check.json
 
 compose-down:
 	$(COMPOSE) down

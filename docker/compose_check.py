@@ -13,7 +13,7 @@
 6. down (`down -v`), unless --keep.
 
 Prints one line per step and a JSON summary; exits 1 on the first failed step (after `down`).
-Standard library only. Needs docker and docker-compose (or `docker compose`).
+Needs docker, docker-compose (or `docker compose`) and PyYAML (the project's venv has it).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -66,9 +68,6 @@ class Deployment:
             raise CheckFailed(f"{' '.join(args)}: {(done.stderr or '')[-2000:]}")
         return done.stdout or ""
 
-    def services(self) -> list[str]:
-        return self.run("config", "--services").split()
-
     def container(self, service: str) -> str:
         return self.run("ps", "-q", service).strip()
 
@@ -94,6 +93,17 @@ class Deployment:
     def scalar(self, expr: str) -> float:
         result = self.query(expr)
         return float(result[0]["value"][1]) if result else float("nan")
+
+
+def default_services(with_grafana: bool) -> list[str]:
+    """The services `up` starts without --profile (docker-compose 1.29 would still pull the
+    images of services scaled to 0, so they are named instead)."""
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    return [
+        name
+        for name, spec in services.items()
+        if not spec.get("profiles") and (with_grafana or name != "grafana")
+    ]
 
 
 def image_available(image: str) -> bool:
@@ -171,12 +181,11 @@ def main(argv: list[str] | None = None) -> int:
 
     deployment = Deployment()
     try:
-        services = deployment.services()
         grafana_image = re.search(r"image:\s*(grafana/\S+)", COMPOSE_FILE.read_text())
         with_grafana = bool(grafana_image) and image_available(grafana_image.group(1))
-        if not with_grafana:
-            services.remove("grafana")
         step("provisioning", check_provisioning() | {"grafana_started": with_grafana})
+        # The default services (profiles such as scale-out stay off); Grafana only if it is here.
+        services = default_services(with_grafana)
         deployment.run("up", "-d", "--no-build", *services)
         step("up", services)
 
