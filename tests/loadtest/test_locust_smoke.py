@@ -57,13 +57,14 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
             env=os.environ | {"PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
-        try:
-            assert process.stdout is not None
-            events = _events(process.stdout, "ready", timeout=180)
-            yield events["listening"]
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        with process:  # closes the stdout pipe on the way out
+            try:
+                assert process.stdout is not None
+                events = _events(process.stdout, "ready", timeout=180)
+                yield events["listening"]
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
 
 
 def test_every_user_class_gets_answers_and_nothing_but_shedding_fails(
