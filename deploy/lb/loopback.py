@@ -456,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
             http_port=args.http_port,
             stats_port=args.stats_port,
         )
-        with fleet:
+        try:
+            fleet.start()
             lb = fleet.balancer
             print(
                 json.dumps(
@@ -474,8 +475,11 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 flush=True,
             )
-            with contextlib.suppress(KeyboardInterrupt):
-                threading.Event().wait()
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            fleet.close()
         print(json.dumps({"event": "stopped"}), flush=True)
     return 0
 
