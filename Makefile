@@ -21,7 +21,7 @@ demo: setup
 	$(PY) -m splitedge demo
 
 # The test command (README, .ci/run): lint, types, then the tests.
-test: setup lint typecheck unit
+test: setup balancer lint typecheck unit
 
 lint: setup
 	$(PY) -m ruff check .
@@ -31,6 +31,15 @@ typecheck: setup
 
 unit: setup
 	$(PY) -m pytest
+
+# tests/scaleout runs a real HAProxy: installed here when missing and possible (root with apt, as
+# in CI); elsewhere those tests skip and say how to install it.
+.PHONY: balancer bench-scaleout
+balancer:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; \
+	else echo "haproxy is not installed: tests/scaleout will skip (apt-get install haproxy)"; fi
 
 bench-codecs: setup
 	$(PY) -m benchmarks.codecs
@@ -43,6 +52,9 @@ bench-edge: setup
 
 bench-device: setup
 	$(PY) -m benchmarks.device
+
+bench-scaleout: setup balancer
+	$(PY) -m benchmarks.scaleout
 
 # Retrain bundles/demo-shapes from nothing (generated data, teacher, student, report): ~30 min.
 bundle: setup
