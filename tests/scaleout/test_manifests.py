@@ -137,7 +137,16 @@ def test_the_device_configmap_is_a_valid_device_config(tmp_path: Path) -> None:
 def test_haproxy_accepts_the_config_as_compose_and_kubernetes_run_it(tmp_path: Path) -> None:
     binary = haproxy_binary()
     assert binary is not None
-    for host in ("edge-replica", "splitedge-edge-headless"):
+    lb = container(base("Deployment", "splitedge-lb"), "haproxy")
+    env = {e["name"]: e.get("value", "") for e in lb["env"]}
+    in_cluster = env["SPLITEDGE_LB_EDGE_HOST"].replace("$(POD_NAMESPACE)", "splitedge")
+    # HAProxy's resolver does not search: the name must be the headless Service's full name.
+    headless = base("Service", "splitedge-edge-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert in_cluster == "splitedge-edge-headless.splitedge.svc.cluster.local"
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    in_compose = compose["services"]["edge-lb"]["environment"]["SPLITEDGE_LB_EDGE_HOST"]
+    for host in (in_compose, in_cluster):
         env = os.environ | {
             "SPLITEDGE_LB_EDGE_HOST": host,
             "SPLITEDGE_LB_ADMIN_SOCKET": str(tmp_path / "admin.sock"),
