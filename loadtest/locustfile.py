@@ -80,9 +80,10 @@ def _options(parser: Any) -> None:
                        help="bearer token, if the edge wants one")  # fmt: skip
 
 
-@events.init.add_listener
+@events.test_start.add_listener
 def _prepare(environment: Environment, **_kwargs: Any) -> None:
-    """Build the payloads once per process (a worker in distributed mode does its own)."""
+    """Build the payloads once per process (a worker in distributed mode does its own), when the
+    test starts: with the web UI, the host is only known then."""
     global PAYLOADS
     options = environment.parsed_options
     if options is None or PAYLOADS is not None:
@@ -90,8 +91,11 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
     if options.bundle:
         bundle: Any = Path(options.bundle)
     else:
+        host = environment.host or options.host
+        if not host:
+            raise RuntimeError("give --host (the edge's HTTP URL) or --bundle DIR")
         cache = Path(options.cache_dir or tempfile.gettempdir()) / f"splitedge-load-{os.getuid()}"
-        bundle = fetch_bundle(options.host, options.model, cache, options.token or None)
+        bundle = fetch_bundle(host, options.model, cache, options.token or None)
     widths = [float(w) for w in options.widths.split(",") if w.strip()] or None
     PAYLOADS = build_payloads(bundle, frames=options.frames, widths=widths)
 
@@ -105,10 +109,10 @@ def _branches(options: Any) -> list[str]:
     return chosen
 
 
-def _grpc_target(options: Any) -> str:
+def _grpc_target(options: Any, host: str | None) -> str:
     if options.grpc_target:
         return str(options.grpc_target)
-    return f"{urlsplit(options.host).hostname or '127.0.0.1'}:50051"
+    return f"{urlsplit(host or '').hostname or '127.0.0.1'}:50051"
 
 
 def _metadata(options: Any) -> tuple[tuple[str, str], ...]:
@@ -124,7 +128,7 @@ class _GrpcUser(User):
         self.options = self.environment.parsed_options
         self.branches = _branches(self.options)
         self.channel = grpc.insecure_channel(
-            _grpc_target(self.options),
+            _grpc_target(self.options, self.host or self.environment.host),
             options=[("grpc.max_send_message_length", 64 << 20)],
         )
         self.stub = pb_grpc.SplitInferenceStub(self.channel)  # type: ignore[no-untyped-call]
