@@ -66,19 +66,24 @@ protos: setup
 
 # Containers and load (README "Deployment and load tests"): images, the compose deployment, and
 # the throttled-network load report. Docker and root for these; none of them is in `make test`.
-.PHONY: images compose-up compose-check compose-down loadtest
+.PHONY: images images-present compose-up compose-check compose-down loadtest
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
+# (Re)build the three images; images-present builds only the missing ones.
 images:
 	docker/standin-images.sh
 	docker/build.sh
 
-compose-up: images
+images-present:
+	docker/standin-images.sh
+	docker/build.sh --missing
+
+compose-up: images-present
 	$(COMPOSE) up -d
 	@echo "edge: http://127.0.0.1:8080/readyz  prometheus: http://127.0.0.1:9090  grafana: http://127.0.0.1:3000"
 
 # Up, healthy, outcomes flowing, dashboard queries answered, a live link change followed, down.
-compose-check: images setup
+compose-check: images-present setup
 	$(PY) docker/compose_check.py --json out/compose-check.json
 
 compose-down:

@@ -3,6 +3,7 @@
 #
 #   docker/build.sh                       # all three
 #   docker/build.sh device link           # some
+#   docker/build.sh --missing             # only those not built yet (make compose-up/-check)
 #   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu docker/build.sh edge   # CPU-only torch
 #
 # Makes the base image first when it is missing and cannot be pulled (docker/base-image.sh).
@@ -12,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TAG=${TAG:-latest}
+missing_only=false
+if [ "${1:-}" = --missing ]; then missing_only=true; shift; fi
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(device link edge)
 
@@ -26,6 +29,10 @@ fi
 [ -z "${PIP_INDEX_URL_BUILD:-}" ] || args+=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL_BUILD")
 
 for target in "${targets[@]}"; do
+  if $missing_only && docker image inspect "splitedge-$target:$TAG" >/dev/null 2>&1; then
+    echo "== splitedge-$target:$TAG is present (docker/build.sh $target rebuilds it)"
+    continue
+  fi
   echo "== splitedge-$target:$TAG"
   start=$(date +%s)
   docker build "${args[@]}" -f "docker/$target.Dockerfile" -t "splitedge-$target:$TAG" .
