@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
 .PHONY: setup demo test lint typecheck unit bench-codecs bench-heads bench-edge bench-device \
-        bundle protos clean
+        bundle protos clean emulated-pi bench-ans
 
 # One virtual environment with every extra (device, edge, train, dev), pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -52,6 +52,14 @@ bench-edge: setup
 
 bench-device: setup
 	$(PY) -m benchmarks.device
+
+bench-ans: setup
+	$(PY) -m benchmarks.ans
+
+# Raspberry Pi OS (bookworm arm64) under qemu: install the device extra, run the daemon against an
+# x86 edge, compare bitstreams and results across architectures (root; ~15 min the first time).
+emulated-pi: setup
+	bash scripts/emulated_pi.sh
 
 bench-scaleout: setup balancer
 	$(PY) -m benchmarks.scaleout

@@ -5,7 +5,8 @@
 Fits a real compressai EntropyBottleneck to a trained-looking latent distribution (per-channel
 Laplace scales, offset medians, a few outliers), exports its tables, then on one latent of that
 distribution measures, in one run on this machine:
-  - constriction ANS (our torch-free codec) vs compressai's C++ rANS (same tables),
+  - our ANS bitstream through constriction (Rust) and through the pure-Python coder the
+    aarch64 devices use (same words), vs compressai's C++ rANS (same tables),
   - zstd on uint8 (affine) and fp16,
   encode/decode ms per frame and MB/s of symbols, and bytes vs the ideal (information content
   of the symbols under the prior), as JSON on stdout.
@@ -88,7 +89,8 @@ def main() -> None:
     latent = latent_t.numpy()[0]
 
     tables = export_tables(bottleneck)
-    ans = FactorizedAnsCodec(tables)
+    ans = FactorizedAnsCodec(tables, backend="constriction")
+    python_ans = FactorizedAnsCodec(tables, backend="python")
     symbols = ans.quantize(latent)
     n_symbols = symbols.size
     symbol_mb = n_symbols * 4 / 1e6  # int32 symbols, the coder's input
@@ -123,6 +125,10 @@ def main() -> None:
     dec_ms, decoded = timed(lambda: ans.decode_symbols(payload), args.repeats)
     assert np.array_equal(decoded, symbols)
     record("constriction_ans", enc_ms, dec_ms, payload.nbytes)
+    enc_ms, python_payload = timed(lambda: python_ans.encode_symbols(symbols), args.repeats)
+    dec_ms, decoded = timed(lambda: python_ans.decode_symbols(python_payload), args.repeats)
+    assert np.array_equal(decoded, symbols) and python_payload.strings == payload.strings
+    record("python_ans", enc_ms, dec_ms, python_payload.nbytes)
 
     # compressai's C++ rANS with the same tables; lists built once (its API takes Python lists).
     cdfs = tables.quantized_cdf.tolist()
