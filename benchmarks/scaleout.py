@@ -9,6 +9,8 @@ every figure; replicas leave the rotation through HAProxy's runtime API (`maint`
       3 replicas behind the balancer, with each replica's share from its own /metrics;
   latency_ms: one frame at a time on one stream, p50/p99, direct vs through the balancer to the
       same replica, in alternating blocks; `added` is the balancer's share;
+  uplink_failover: the device's uplink alone (in this process) through the balancer when its
+      replica is SIGKILLed: stream lost, open again elsewhere, first frame answered (ms);
   rolling_restart: real device daemons (`splitedge device run`, live generated camera) stream
       through the balancer while every replica in turn is SIGTERMed (drain), restarted, and back
       in rotation: frames, outcomes by kind and reason, frames lost (no outcome, two outcomes, or
@@ -30,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -219,6 +222,68 @@ def wait_edge_results(devices: list[Device], after: float, count: int = 3) -> No
     )
 
 
+def uplink_failover(fleet: ScaleOut, request: pb.InferRequest) -> dict[str, Any]:
+    """The device's own uplink (GrpcUplink, in this process) sending a frame every 20 ms through
+    the balancer when its replica is SIGKILLed: when the stream is seen lost, when it is open
+    again (on another replica), and the first frame answered after the kill. No device pipeline,
+    so no local fallback or camera pacing in the figure. The victim is restarted afterwards."""
+    from device_client.config import BackoffConfig, EdgeConfig
+    from device_client.grpc_uplink import GrpcUplink
+
+    states: list[tuple[float, bool]] = []
+    config = EdgeConfig(
+        target=fleet.balancer.grpc_target,
+        connect_timeout_s=1.0,
+        backoff=BackoffConfig(initial_s=0.1, max_s=1.0),
+    )
+    before = fleet.balancer.sessions()
+    uplink = GrpcUplink(config, on_state=lambda up: states.append((time.monotonic(), up)))
+    uplink.start()
+    answered: list[float] = []
+    sending = threading.Event()
+    sending.set()
+
+    def send() -> None:
+        frame_id = 0
+        while sending.is_set():
+            frame_id += 1
+            message = pb.InferRequest()
+            message.CopyFrom(request)
+            message.stream_id, message.frame_id = "uplink-failover", frame_id
+            try:
+                if uplink.send(message).result(timeout=5).status.code == pb.FRAME_OK:
+                    answered.append(time.monotonic())
+            except Exception:  # lost with its stream, or no stream yet: the next one goes
+                pass
+            time.sleep(0.02)
+
+    try:
+        assert uplink.wait_available(30), "the uplink did not connect through the balancer"
+        after = fleet.balancer.sessions()
+        victim = fleet.replica(max(after, key=lambda name: after[name] - before.get(name, 0)))
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        wait_for(lambda: len(answered) >= 10, 30, "frames answered before the kill")
+        killed = time.monotonic()
+        victim.kill()
+        wait_for(lambda: any(t > killed for t in answered), 30, "a frame answered after the kill")
+        sending.clear()
+        sender.join(timeout=10)
+    finally:
+        uplink.close()
+    fleet.restart(victim)
+
+    def since(moment: float) -> float:
+        return round((moment - killed) * 1e3, 1)
+
+    return {
+        "replica_killed": victim.name,
+        "stream_lost_ms": since(next(t for t, up in states if not up and t > killed)),
+        "stream_open_again_ms": since(next(t for t, up in states if up and t > killed)),
+        "first_frame_answered_ms": since(min(t for t in answered if t > killed)),
+    }
+
+
 def rolling_restart(fleet: ScaleOut, workdir: Path, count: int, fps: float) -> dict[str, Any]:
     devices = [
         Device(workdir / f"roll{i}", f"roll{i}", fleet.balancer, fps).start() for i in range(count)
@@ -346,6 +411,7 @@ def main() -> None:
                 replicas[0].grpc_target, lb.grpc_target, request, args.latency_frames
             )
             in_rotation(lb, replicas, 3)
+            report["uplink_failover"] = uplink_failover(fleet, request)
             report["rolling_restart"] = rolling_restart(fleet, workdir, args.devices, args.fps)
             report["failover"] = failover(fleet, workdir, args.devices, args.fps)
         report["load_average_at_end"] = os.getloadavg()
