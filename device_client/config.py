@@ -132,6 +132,10 @@ class FolderSource(_Section):
         default=None, gt=0, description="pace to this rate (None: as fast as can)"
     )
     loop: bool = False
+    live: bool = Field(
+        default=False,
+        description="true: read at `fps` by a capture thread, drop when behind (a camera's way)",
+    )
 
 
 class VideoSource(_Section):
@@ -170,7 +174,62 @@ class PrefilterConfig(_Section):
 FailureAction = Literal["fallback", "drop"]
 
 
+class SchedulerConfig(_Section):
+    """The adaptive policy's knobs (ApproxDet-style; see device_client/scheduler.py)."""
+
+    margin: float = Field(
+        default=1.3, gt=1.0, description="a plan fits when its predicted latency ≤ SLA ÷ margin"
+    )
+    branches: tuple[str, ...] = Field(
+        default=(), description="branch ids the policy may choose ([] = every runnable branch)"
+    )
+    intervals: tuple[int, ...] = Field(
+        default=(1, 2, 3, 5, 8),
+        min_length=1,
+        description="detect every k-th frame (k > 1: track boxes on the frames between)",
+    )
+    interval_accuracy: tuple[float, ...] = Field(
+        default=(1.0, 0.945, 0.893, 0.78, 0.667),  # benchmarks/tracking.py, oracle detections
+        min_length=1,
+        description="share of accuracy kept at each interval (benchmarks/tracking.py measures it)",
+    )
+    switch_up_after: int = Field(
+        default=8, ge=1, description="decisions a better plan must win before it is taken"
+    )
+    min_gain: float = Field(
+        default=0.005, ge=0, description="accuracy a better plan must add to be worth a switch"
+    )
+    initial_mbit: float = Field(default=2.0, gt=0, description="link estimate before any sample")
+    safety: float = Field(default=0.9, gt=0, le=1, description="share of the estimate planned on")
+    probe_budget: float = Field(
+        default=0.05, gt=0, le=0.5, description="probe bytes ≤ this share of the link's capacity"
+    )
+    link_utilization: float = Field(
+        default=0.8, gt=0, le=1, description="a plan may fill at most this share of the link"
+    )
+    device_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="a plan may keep the device busy this share of time"
+    )
+    fps: float | None = Field(
+        default=None, gt=0, description="frame rate planned for (None: the source's fps)"
+    )
+
+    @model_validator(mode="after")
+    def _intervals_match(self) -> SchedulerConfig:
+        if len(self.intervals) != len(self.interval_accuracy) or min(self.intervals) < 1:
+            raise ValueError(
+                "scheduler.intervals and scheduler.interval_accuracy need one entry each, "
+                "intervals ≥ 1"
+            )
+        return self
+
+
 class PipelineConfig(_Section):
+    policy: Literal["fixed", "adaptive"] = Field(
+        default="fixed",
+        description="fixed: always `branch`; adaptive: the scheduler picks per frame",
+    )
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     branch: str | None = Field(default=None, description="fixed branch id (None: the widest split)")
     tasks: tuple[Literal["detection", "classification"], ...] = Field(
         default=(), description="tasks asked of the edge (empty: every task of the model)"

@@ -34,11 +34,13 @@ from device_client.head import HeadRunner
 from device_client.local import LocalRunner
 from device_client.metrics import DeviceMetrics, serve
 from device_client.pipeline import Pipeline
-from device_client.policy import FixedBranch
+from device_client.policy import BranchPolicy, FixedBranch
+from device_client.scheduler import AdaptivePolicy
 from device_client.sinks import Fanout, open_sink
 from device_client.sources import open_source
 from device_client.systemd import Notifier
-from shared.bundle import Bundle
+from device_client.tracker import BoxTracker
+from shared.bundle import Bundle, Manifest
 from shared.errors import ConfigError, SplitEdgeError
 
 log = logging.getLogger("splitedge.device")
@@ -86,7 +88,10 @@ def run(settings: DeviceSettings) -> int:
     token = settings.edge.bearer_token()
     bundle = BundleStore(settings.state_dir, settings.bundle, token).resolve()
     head, local = build_runners(bundle, settings)
-    policy = FixedBranch.from_manifest(bundle.manifest, settings.pipeline.branch)
+    head.warm_up()
+    if local is not None:
+        local.warm_up()
+    policy = make_policy(bundle.manifest, settings, metrics)
     sink = Fanout([open_sink(c) for c in settings.sinks])
     uplink = GrpcUplink(
         settings.edge,
@@ -104,6 +109,7 @@ def run(settings: DeviceSettings) -> int:
         config=settings.pipeline,
         edge=settings.edge,
         stream_id=settings.device_id,
+        tracker=BoxTracker() if isinstance(policy, AdaptivePolicy) else None,
     )
     source = open_source(settings.source, settings.pipeline.queue, pipeline.on_source_drop)
     metrics_port = None
@@ -125,12 +131,13 @@ def run(settings: DeviceSettings) -> int:
         "ready",
         bundle=f"{bundle.manifest.name}:{bundle.manifest.version}",
         bundle_dir=str(bundle.root),
-        branch=policy.branch.id,
+        policy=settings.pipeline.policy,
+        branch=_first_branch(policy),
         metrics_port=metrics_port,
         edge_up=uplink.available,
         providers=list(settings.pipeline.providers),
     )
-    notifier.ready(f"branch {policy.branch.id}")
+    notifier.ready(f"{settings.pipeline.policy} policy, branch {_first_branch(policy)}")
     started = time.monotonic()
     try:
         tally = pipeline.run(source, on_frame=notifier.watchdog)
@@ -149,6 +156,28 @@ def run(settings: DeviceSettings) -> int:
         forbidden_modules=forbidden_modules(),
     )
     return 0
+
+
+# Planned for when neither scheduler.fps nor the source says (cameras may not know their rate).
+DEFAULT_FPS = 15.0
+
+
+def make_policy(
+    manifest: Manifest, settings: DeviceSettings, metrics: DeviceMetrics | None = None
+) -> BranchPolicy:
+    """The configured policy; ConfigError (exit 2) for one that cannot run on this bundle."""
+    config = settings.pipeline
+    if config.policy == "fixed":
+        return FixedBranch.from_manifest(manifest, config.branch)
+    fps = config.scheduler.fps or getattr(settings.source, "fps", None) or DEFAULT_FPS
+    return AdaptivePolicy(manifest, config.scheduler, settings.edge.sla_ms, fps, metrics)
+
+
+def _first_branch(policy: BranchPolicy) -> str:
+    if isinstance(policy, FixedBranch):
+        return policy.branch.id
+    assert isinstance(policy, AdaptivePolicy)
+    return "adaptive: " + ", ".join(b.id for b in policy.branches)
 
 
 def _uplink_state(metrics: DeviceMetrics, up: bool) -> None:
@@ -180,13 +209,13 @@ def main(argv: list[str]) -> int:
             bundle = BundleStore(
                 settings.state_dir, settings.bundle, settings.edge.bearer_token()
             ).resolve()
-            branch = FixedBranch.from_manifest(bundle.manifest, settings.pipeline.branch).branch
+            policy = make_policy(bundle.manifest, settings)
             print(
                 json.dumps(
                     {
                         "config": settings.model_dump(mode="json"),
                         "bundle": f"{bundle.manifest.name}:{bundle.manifest.version}",
-                        "branch": branch.id,
+                        "branch": _first_branch(policy),
                     },
                     indent=2,
                 )

@@ -47,6 +47,14 @@ class LocalRunner:
     def load(cls, root: Path | str, threads: int | None = None) -> LocalRunner:
         return cls(load_bundle(root), threads)
 
+    def warm_up(self, height: int = 240, width: int = 320) -> None:
+        """One call per model (see HeadRunner.warm_up)."""
+        frame = np.zeros((height, width, 3), np.uint8)
+        if "detection" in self.sessions:
+            self.detect(frame)
+        if "classification" in self.sessions:
+            self.classify(frame)
+
     def _session(self, task: Task) -> ort.InferenceSession:
         if task not in self.sessions:
             raise BundleError(f"no local model for {task}; this bundle has {list(self.sessions)}")

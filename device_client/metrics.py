@@ -18,7 +18,8 @@ class DeviceMetrics:
         r = self.registry
         self.stage_seconds = Histogram(
             "splitedge_device_stage_seconds",
-            "Device latency per stage (preprocess, prefilter, head, encode, uplink, local, total)",
+            "Device latency per stage "
+            "(preprocess, prefilter, head, encode, uplink, local, track, total)",
             ["stage"],
             buckets=_STAGE_BUCKETS,
             registry=r,
@@ -28,7 +29,7 @@ class DeviceMetrics:
         )
         self.outcomes = Counter(
             "splitedge_device_outcomes",
-            "Frames by outcome kind (edge, local, prefiltered, dropped) and reason",
+            "Frames by outcome kind (edge, local, tracked, prefiltered, dropped) and reason",
             ["kind", "reason"],
             registry=r,
         )
@@ -48,6 +49,37 @@ class DeviceMetrics:
         self.late_replies = Counter(
             "splitedge_device_late_replies",
             "Replies that came after their frame's deadline had already settled it",
+            registry=r,
+        )
+        # The adaptive scheduler's view (device_client/scheduler.py): what it believes, and
+        # what it chose. Labels are the bundle's branch ids only.
+        self.link_mbit = Gauge(
+            "splitedge_device_link_throughput_mbit",
+            "Estimated uplink throughput (Mbit/s, after the safety factor)",
+            registry=r,
+        )
+        self.rtt_ms = Gauge(
+            "splitedge_device_link_rtt_ms", "Estimated uplink round trip, high percentile (ms)",
+            registry=r,
+        )
+        self.contention = Gauge(
+            "splitedge_device_contention",
+            "Device contention: measured ÷ profiled head latency (1 = unloaded)",
+            registry=r,
+        )
+        self.edge_queue_ms = Gauge(
+            "splitedge_device_edge_queue_ms",
+            "The edge's queue wait as its replies report it, high percentile (ms)",
+            registry=r,
+        )
+        self.decisions = Counter(
+            "splitedge_device_scheduler_decisions",
+            "Detections planned per branch (probes included; tracked frames not)",
+            ["branch"],
+            registry=r,
+        )
+        self.probes = Counter(
+            "splitedge_device_scheduler_probes", "Frames sent on a larger branch to probe the link",
             registry=r,
         )
         self._branch_in_use: str | None = None

@@ -1,9 +1,10 @@
 """What happened to a frame: exactly one `Outcome` per frame id, and the book that enforces it.
 
 Kinds: `edge` (the edge's result), `local` (local.onnx on the device, with the reason it ran),
-`prefiltered` (the prefilter said nothing is there; nothing was sent), `dropped` (with a reason:
-`behind`, `edge_unavailable`, `deadline_missed`, `edge_error:<code>`, `policy_skip`,
-`no_local_model`, `shutdown`, `failed`).
+`tracked` (the scheduler detects every k-th frame; this one's boxes were carried over from the
+last detection by optical flow), `prefiltered` (the prefilter said nothing is there; nothing
+was sent), `dropped` (with a reason: `behind`, `edge_unavailable`, `deadline_missed`,
+`edge_error:<code>`, `policy_skip`, `no_local_model`, `shutdown`, `failed`).
 
 Several threads may race to finish an in-flight frame (the reply, the deadline watcher, a lost
 stream); `InFlightBook.claim` lets exactly one of them own it. Never imports torch.
@@ -20,7 +21,7 @@ from typing import Any, Literal
 from device_client.sources import Frame
 from shared.bundle import Branch
 
-OutcomeKind = Literal["edge", "local", "prefiltered", "dropped"]
+OutcomeKind = Literal["edge", "local", "tracked", "prefiltered", "dropped"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Outcome:
     detections: tuple[Detection, ...] = ()
     classifications: tuple[Classification, ...] = ()
     server: ServerTimings | None = None
+    decision: dict[str, Any] | None = None  # the adaptive scheduler's choice and predictions
 
     def to_json(self, stream_id: str) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -83,6 +85,8 @@ class Outcome:
                 for c in self.classifications
             ],
         }
+        if self.decision is not None:
+            record["decision"] = self.decision
         if self.server is not None:
             record["server_ms"] = {
                 "queue_wait": round(self.server.queue_wait_ms, 3),
@@ -105,6 +109,7 @@ class FrameJob:
     bytes_sent: int = 0
     deadline: float = float("inf")  # monotonic seconds, once sent
     sent: float = 0.0  # monotonic seconds, once sent
+    decision: dict[str, Any] | None = None  # the adaptive policy's choice, for the outcome line
 
 
 class InFlightBook:

@@ -48,6 +48,7 @@ from device_client.outcomes import (
 from device_client.policy import BranchPolicy
 from device_client.sinks import Sink
 from device_client.sources import Frame, FrameSource
+from device_client.tracker import BoxTracker
 from device_client.uplink import Uplink
 from shared.bundle import Manifest
 from shared.codecs import CodecId, ImageCodec
@@ -89,6 +90,7 @@ class Pipeline:
         config: PipelineConfig,
         edge: EdgeConfig,
         stream_id: str,
+        tracker: BoxTracker | None = None,
     ) -> None:
         self.manifest = manifest
         self.head = head
@@ -100,6 +102,7 @@ class Pipeline:
         self.config = config
         self.edge = edge
         self.stream_id = stream_id
+        self.tracker = tracker
         self.tally = Tally()
         self.threshold = (
             config.prefilter.threshold
@@ -159,9 +162,18 @@ class Pipeline:
         # Every in-flight frame ends by its deadline at the latest (the watcher claims it).
         while len(self._in_flight):
             self._in_flight.wait_change(0.05)
+        # A frame just claimed from the book (by a reply or the watcher) may not have reached the
+        # fallback worker yet: shutting it now would refuse that frame's work and lose its outcome.
+        settle_by = time.monotonic() + 30
+        while self._unsettled() and time.monotonic() < settle_by:
+            time.sleep(0.01)
         self._watching.clear()
         self._fallback.shutdown(wait=True)
         self._watcher.join(timeout=5)
+
+    def _unsettled(self) -> bool:
+        with self._lock:
+            return self.tally.settled < self.tally.seen
 
     # -- one frame -------------------------------------------------------------------------------
     def process(self, frame: Frame) -> None:
@@ -186,8 +198,16 @@ class Pipeline:
                 self._settle(self._finished(job, "prefiltered"))
                 return
 
-        branch = job.branch = self.policy.choose(frame)
+        choice = self.policy.choose(frame)
+        branch = job.branch = choice.branch
+        if choice.predicted_ms is not None or choice.track:
+            job.decision = choice.to_json()
         self.metrics.use_branch(branch.id)
+        if self.tracker is not None:
+            if choice.track:
+                self._settle(self._track(job))
+                return
+            self.tracker.remember(frame.frame_id, frame.image)
         if branch.kind == "skip":
             self._settle(self._finished(job, "dropped", "policy_skip"))
             return
@@ -250,6 +270,15 @@ class Pipeline:
                 self._fail(job, "edge_unavailable", inline=True)
             return
         future.add_done_callback(partial(self._on_reply, job.frame.frame_id))
+
+    def _track(self, job: FrameJob) -> Outcome:
+        """Carry the last detection's boxes onto this frame (the scheduler's sampled frames)."""
+        assert self.tracker is not None
+        started = time.perf_counter()
+        self.tracker.remember(job.frame.frame_id, job.frame.image)
+        boxes = self.tracker.track(job.frame.frame_id) or ()
+        job.timings_ms["track"] = _since(started)
+        return self._finished(job, "tracked", None, boxes)
 
     # -- replies, deadlines, fallbacks -----------------------------------------------------------
     def _on_reply(self, frame_id: int, future: Future[pb.InferResponse]) -> None:
@@ -392,24 +421,29 @@ class Pipeline:
             detections=detections,
             classifications=classifications,
             server=server,
+            decision=job.decision,
         )
 
     def _settle(self, outcome: Outcome) -> None:
         """The one place an outcome leaves: sinks, metrics, the policy, the tally."""
-        with self._lock:
-            self.tally.outcomes[outcome.kind] += 1
-            if outcome.reason:
-                self.tally.reasons[outcome.reason] += 1
         self.metrics.outcomes.labels(outcome.kind, outcome.reason or "").inc()
         for stage, ms in outcome.timings_ms.items():
             self.metrics.stage_seconds.labels(stage).observe(ms / 1e3)
         if outcome.bytes_sent and outcome.branch:
             self.metrics.bytes_sent.labels(outcome.branch).inc(outcome.bytes_sent)
+        if self.tracker is not None and outcome.kind in ("edge", "local"):
+            # A detection (from the edge or local.onnx) becomes what later frames are tracked from.
+            self.tracker.seed(outcome.frame_id, outcome.detections)
         try:
             self.policy.observe(outcome)
         except Exception:
             log.exception("policy.observe failed on frame %d", outcome.frame_id)
         self.sink.write(outcome.to_json(self.stream_id))
+        # Counted last: `_drain` waits for the tally, so the sinks have the outcome by then.
+        with self._lock:
+            self.tally.outcomes[outcome.kind] += 1
+            if outcome.reason:
+                self.tally.reasons[outcome.reason] += 1
 
 
 def _since(started: float) -> float:

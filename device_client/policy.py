@@ -1,15 +1,17 @@
 """Which branch a frame takes: the policy interface, and the fixed policy of the config.
 
-The adaptive scheduler (bandwidth, device load, SLA) is another `BranchPolicy`: it gets every
-frame before the head runs, and every outcome after — server stage timings, uplink round trip,
-bytes sent, deadline misses — so it can learn the link and the server's load from them.
+A policy gets every frame that passed the prefilter before the head runs (`choose`) and every
+outcome after (`observe`) — server stage timings, uplink round trip, bytes sent, deadline misses.
+`FixedBranch` ignores them; the adaptive scheduler (`device_client/scheduler.py`) learns the link,
+the edge's load and this device's contention from them.
 
 Never imports torch.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from device_client.outcomes import Outcome
 from device_client.sources import Frame
@@ -19,8 +21,36 @@ from shared.errors import ConfigError
 RUNNABLE_KINDS = ("split", "jpeg", "webp", "local", "skip")
 
 
+@dataclass(frozen=True)
+class Choice:
+    """What to do with one frame: run `branch`, or (`track`) carry the last boxes onto it.
+
+    The predictions are the scheduler's, shown in the frame's outcome line."""
+
+    branch: Branch
+    track: bool = False
+    interval: int = 1
+    probe: bool = False
+    predicted_ms: float | None = None
+    predicted_accuracy: float | None = None
+    link_mbit: float | None = None  # the throughput estimate the prediction used
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "branch": self.branch.id,
+            "track": self.track,
+            "interval": self.interval,
+            "probe": self.probe,
+            "predicted_ms": None if self.predicted_ms is None else round(self.predicted_ms, 2),
+            "predicted_accuracy": (
+                None if self.predicted_accuracy is None else round(self.predicted_accuracy, 4)
+            ),
+            "link_mbit": None if self.link_mbit is None else round(self.link_mbit, 3),
+        }
+
+
 class BranchPolicy(Protocol):
-    def choose(self, frame: Frame) -> Branch:
+    def choose(self, frame: Frame) -> Choice:
         """The branch for this frame (called on the pipeline thread, before the head)."""
         ...
 
@@ -34,13 +64,14 @@ class FixedBranch:
 
     def __init__(self, branch: Branch) -> None:
         self.branch = branch
+        self._choice = Choice(branch)
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, branch_id: str | None) -> FixedBranch:
         return cls(pick_branch(manifest, branch_id))
 
-    def choose(self, frame: Frame) -> Branch:
-        return self.branch
+    def choose(self, frame: Frame) -> Choice:
+        return self._choice
 
     def observe(self, outcome: Outcome) -> None:
         pass  # a fixed policy learns nothing; the scheduler will

@@ -91,22 +91,32 @@ class ShapesGenerator:
         cycle = self.config.object_run + self.config.empty_run
         return index % cycle < self.config.object_run
 
+    def boxes(self, index: int) -> list[tuple[int, int, int, int]]:
+        """The shapes drawn on frame `index` as (x1, y1, x2, y2): its ground truth."""
+        if not self.has_objects(index):
+            return []
+        h, w = self.config.height, self.config.width
+        span = np.array([w, h], dtype=np.float64)
+        out = []
+        for start, velocity, size, _colour, disc in self.shapes[: 1 + index % 3]:
+            # Bounce inside the frame: a triangle wave of the unbounded position.
+            pos = span - np.abs(np.mod(start + velocity * index, 2 * span) - span)
+            x, y, r = int(pos[0]), int(pos[1]), int(size)
+            half_height = r if disc else r // 2
+            out.append((x - r, y - half_height, x + r, y + half_height))
+        return out
+
     def frame(self, index: int) -> Pixels:
         image: Pixels = self.background.copy()
-        if not self.has_objects(index):
-            return image
-        h, w = image.shape[:2]
         count = 1 + index % 3
-        for start, velocity, size, colour, disc in self.shapes[:count]:
-            # Bounce inside the frame: a triangle wave of the unbounded position.
-            span = np.array([w, h], dtype=np.float64)
-            raw = start + velocity * index
-            pos = span - np.abs(np.mod(raw, 2 * span) - span)
-            x, y, r = int(pos[0]), int(pos[1]), int(size)
+        for box, (_start, _velocity, _size, colour, disc) in zip(
+            self.boxes(index), self.shapes[:count], strict=False
+        ):
+            x1, y1, x2, y2 = box
             if disc:
-                cv2.circle(image, (x, y), r, colour, thickness=-1)
+                cv2.circle(image, ((x1 + x2) // 2, (y1 + y2) // 2), (x2 - x1) // 2, colour, -1)
             else:
-                cv2.rectangle(image, (x - r, y - r // 2), (x + r, y + r // 2), colour, -1)
+                cv2.rectangle(image, (x1, y1), (x2, y2), colour, -1)
         return image
 
 
@@ -364,7 +374,10 @@ def open_source(config: SourceConfig, queue: int, on_drop: DropHandler) -> Frame
         live = LiveSource(lambda: iter(frames), queue, on_drop)
         return _Closing(live, frames.close)
     if isinstance(config, FolderSource):
-        return ImageFolder(config)
+        folder = ImageFolder(config)
+        if not config.live:
+            return folder
+        return _Closing(LiveSource(lambda: iter(folder), queue, on_drop), folder.close)
     if isinstance(config, VideoSource):
         return VideoFile(config)
     stop = threading.Event()

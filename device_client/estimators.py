@@ -1,0 +1,206 @@
+"""What the scheduler knows about the link, the edge and this device, learned from outcomes.
+
+- `LinkEstimator`: uplink throughput and round trip. Throughput follows the practice of video
+  ABR (dash.js) and AWStream: a fast and a slow EWMA of per-transfer rates, each weighted by the
+  transfer's duration, and the estimate is the smaller of the two times a safety factor, so it
+  falls fast and rises slowly. The round trip is tracked apart (TCP's srtt + 4·rttvar), from the
+  frames too small to say anything about throughput — a split latent of a few hundred bytes is
+  all round trip. Because such frames cannot show that the link got better, the scheduler probes
+  (AWStream): now and then one frame takes a larger branch, within `probe_budget` of the link's
+  estimated capacity (`probe_due`). A frame that found no reply by its deadline bounds the rate
+  from above (its bytes did not arrive in that time), which is how an outage is seen.
+- `EdgeLoad`: the edge's queue wait, and its decode + tail time per branch, from the reply's
+  stage timings.
+- `Contention`: this device's load, as measured stage latency ÷ the bundle's profiled latency
+  (ApproxDet infers contention the same way), plus what each branch really costs here.
+
+Each figure is an `Ewma` with a deviation, so the scheduler can ask for a high percentile
+(`upper()`) rather than the mean. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Ewma:
+    """An exponentially weighted mean and mean absolute deviation (as TCP keeps srtt/rttvar)."""
+
+    alpha: float
+    mean: float | None = None
+    deviation: float = 0.0
+    samples: int = 0
+
+    def add(self, value: float, alpha: float | None = None) -> None:
+        a = self.alpha if alpha is None else alpha
+        self.samples += 1
+        if self.mean is None:
+            self.mean, self.deviation = value, abs(value) / 2
+            return
+        self.deviation += a * (abs(value - self.mean) - self.deviation)
+        self.mean += a * (value - self.mean)
+
+    def upper(self, spread: float = 2.0) -> float | None:
+        """mean + spread × deviation: ≈ p90–p95 for spread 2 on the latencies seen here."""
+        return None if self.mean is None else self.mean + spread * self.deviation
+
+
+def time_weight(seconds: float, half_life_s: float) -> float:
+    """The EWMA weight of a sample that lasted `seconds`, for a mean with this half-life."""
+    return 1.0 - math.pow(0.5, max(seconds, 1e-4) / half_life_s)
+
+
+@dataclass
+class LinkEstimate:
+    throughput_mbit: float
+    rtt_ms: float  # a high percentile of the round trip of a tiny frame
+
+
+@dataclass
+class LinkEstimator:
+    initial_mbit: float = 2.0
+    safety: float = 0.9
+    # Half-lives in seconds of transfer (not of wall time): a 12 KB frame at 10 Mbit/s is 10 ms.
+    fast_half_life_s: float = 0.1
+    slow_half_life_s: float = 0.5
+    # ...and each transfer weighs at least this much: without a floor a few-ms probe would take
+    # minutes of probing to show that the link got better.
+    fast_floor: float = 0.25
+    slow_floor: float = 0.1
+    probe_budget: float = 0.05  # probe bytes ≤ this share of the estimated capacity
+    min_probe_interval_s: float = 0.5
+    # Frames smaller than this are all round trip on the links a camera sees: they teach the RTT,
+    # not the rate (a 300-byte latent takes 2.4 ms at 1 Mbit/s).
+    min_rate_bytes: int = 4096
+    _fast: float = field(init=False)
+    _slow: float = field(init=False)
+    _rtt: Ewma = field(default_factory=lambda: Ewma(alpha=0.125))
+    _base_rtt_ms: float | None = None
+    _last_probe: float | None = None
+    _last_rate: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self._fast = self._slow = self.initial_mbit
+
+    # -- observations ------------------------------------------------------------------------------
+    def observe_transfer(self, nbytes: int, network_ms: float) -> None:
+        """A reply came: `network_ms` = uplink round trip − the server's own time."""
+        with self._lock:
+            network_ms = max(network_ms, 0.01)
+            base = self._base_rtt_ms
+            transfer_ms = network_ms - (base or 0.0)
+            # Below a millisecond or a fifth of the RTT floor, jitter is the larger part.
+            if nbytes < self.min_rate_bytes or base is None or transfer_ms < max(1.0, 0.2 * base):
+                self._rtt.add(network_ms)
+                # The floor: the least round trip seen, allowed to creep up if the path changed.
+                self._base_rtt_ms = (
+                    network_ms if base is None else min(network_ms, base + 0.02 * transfer_ms)
+                )
+                return
+            self._rate_sample(nbytes * 8 / (transfer_ms * 1e3), transfer_ms / 1e3)
+
+    def observe_timeout(self, nbytes: int, waited_ms: float) -> None:
+        """No reply within `waited_ms`. A large frame: the link carried less than its bytes in
+        that time. A small one: the round trip was at least that long."""
+        with self._lock:
+            if nbytes < self.min_rate_bytes:
+                self._rtt.add(waited_ms)
+                return
+            transfer_ms = waited_ms - (self._base_rtt_ms or 0.0)
+            if transfer_ms <= 0:
+                return
+            bound = nbytes * 8 / (transfer_ms * 1e3)
+            if bound < self._fast:
+                self._rate_sample(bound, transfer_ms / 1e3)
+
+    def _rate_sample(self, mbit: float, seconds: float) -> None:
+        if mbit < self._fast:
+            # Fall fast: a slower transfer is the news (AWStream drops to the measured rate).
+            self._fast = mbit
+        else:
+            weight = max(time_weight(seconds, self.fast_half_life_s), self.fast_floor)
+            self._fast += weight * (mbit - self._fast)
+        weight = max(time_weight(seconds, self.slow_half_life_s), self.slow_floor)
+        self._slow += weight * (mbit - self._slow)
+        self._last_rate = mbit
+
+    # -- estimates ---------------------------------------------------------------------------------
+    def estimate(self) -> LinkEstimate:
+        with self._lock:
+            return LinkEstimate(self.estimate_locked(), self._rtt.upper(4.0) or 0.0)
+
+    def estimate_locked(self) -> float:
+        return max(min(self._fast, self._slow) * self.safety, 1e-3)
+
+    @property
+    def base_rtt_ms(self) -> float | None:
+        return self._base_rtt_ms
+
+    def probe_due(self, now: float, probe_bytes: float) -> bool:
+        """Whether a probe of `probe_bytes` fits the budget now: at most `probe_budget` of what
+        the link carries since the last probe. Once a transfer showed more than the estimate,
+        that rate is the capacity budgeted against, so a link that got better is confirmed by
+        probes in quick succession."""
+        with self._lock:
+            if self._last_probe is None:
+                return True
+            capacity = max(self.estimate_locked(), self._last_rate)
+            spend_s = probe_bytes * 8 / (capacity * 1e6 * self.probe_budget)
+            return now - self._last_probe >= max(self.min_probe_interval_s, spend_s)
+
+    def probed(self, now: float) -> None:
+        with self._lock:
+            self._last_probe = now
+
+
+@dataclass
+class EdgeLoad:
+    """The edge's queue wait, and its decode + tail time per branch, as its replies report."""
+
+    alpha: float = 0.2
+    queue: Ewma = field(default_factory=lambda: Ewma(alpha=0.2))
+    compute: dict[str, Ewma] = field(default_factory=dict)
+
+    def observe(self, branch: str, queue_ms: float, compute_ms: float) -> None:
+        self.queue.add(queue_ms)
+        self.compute.setdefault(branch, Ewma(alpha=self.alpha)).add(compute_ms)
+
+    def queue_ms(self) -> float:
+        return self.queue.upper() or 0.0
+
+    def compute_ms(self, branch: str, profiled: float | None) -> float:
+        seen = self.compute.get(branch)
+        upper = seen.upper() if seen is not None else None
+        return upper if upper is not None else (profiled or 0.0)
+
+
+@dataclass
+class Contention:
+    """Device load: measured ÷ profiled latency of the same work, and each branch's real cost.
+
+    `factor` scales the profiled cost of branches this device has not run lately; a branch it
+    has run is predicted from its own measured cost (already contended)."""
+
+    alpha: float = 0.2
+    ratio: Ewma = field(default_factory=lambda: Ewma(alpha=0.2))
+    cost: dict[str, Ewma] = field(default_factory=dict)
+
+    def observe(self, branch: str, measured_ms: float, profiled_ms: float | None) -> None:
+        self.cost.setdefault(branch, Ewma(alpha=self.alpha)).add(measured_ms)
+        if profiled_ms and profiled_ms > 0:
+            self.ratio.add(measured_ms / profiled_ms)
+
+    @property
+    def factor(self) -> float:
+        return max(self.ratio.mean or 1.0, 1.0)
+
+    def device_ms(self, branch: str, profiled_ms: float | None) -> float:
+        seen = self.cost.get(branch)
+        upper = seen.upper() if seen is not None else None
+        if upper is not None:
+            return upper
+        return (profiled_ms or 0.0) * self.factor

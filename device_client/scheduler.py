@@ -1,0 +1,302 @@
+"""The adaptive policy: per frame, the most accurate plan predicted to meet the SLA (ApproxDet).
+
+A plan is a branch of the bundle (a split width, a full-frame image codec, or the local model)
+and a sampling interval k: detect every k-th frame, track the boxes on the frames between.
+
+Latency model, a high percentile rather than the mean (each term is an EWMA + 2–4 deviations):
+
+    split/jpeg/webp:  device ms × contention + bytes ÷ throughput + RTT + edge queue + edge ms
+    local:            local model ms × contention
+    tracked frame:    tracker ms
+
+and a plan must also be sustainable at the frame rate: its bytes per second fit in
+`link_utilization` of the throughput estimate, and its device time per second (detections at
+1/k of the frames, tracking on the rest) in `device_utilization` of a second.
+
+Accuracy model: the branch's measured accuracy from the bundle manifest × the share of accuracy
+kept at interval k (`scheduler.interval_accuracy`, measured offline on annotated clips).
+
+Decision: among the plans whose predicted latency ≤ SLA ÷ margin (1.3, as ApproxDet) and that are
+sustainable, the most accurate (fewer bytes on a tie); if none, the fastest at the longest
+interval. Hysteresis: the current plan is kept while it still fits unless a better one has won
+`switch_up_after` decisions in a row and adds at least `min_gain`; a plan that no longer fits is
+left at once (fall fast, rise slowly). Switching width or image quality is free: the heads are
+loaded once and the codecs are parameters.
+
+Probing: a split latent is too small to show that the link got better, so when a more accurate
+remote plan is ruled out by the link alone, one frame now and then takes that branch instead
+(`LinkEstimator.probe_due`: at most `probe_budget` of the link's capacity). The probe is a real
+frame with a real result, not padding.
+
+Never imports torch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from device_client.config import SchedulerConfig
+from device_client.estimators import Contention, EdgeLoad, Ewma, LinkEstimator
+from device_client.metrics import DeviceMetrics
+from device_client.outcomes import Outcome
+from device_client.policy import RUNNABLE_KINDS, Choice
+from device_client.sources import Frame
+from shared.bundle import Branch, Manifest
+from shared.errors import ConfigError
+
+REMOTE_KINDS = ("split", "jpeg", "webp")
+REQUEST_OVERHEAD_BYTES = 120  # ids, sizes, times and gRPC framing around the payload
+
+
+@dataclass(frozen=True)
+class Plan:
+    branch: Branch
+    interval: int
+    latency_ms: float
+    accuracy: float
+    fits: bool
+    link_limited: bool  # would fit but for the link's throughput
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.branch.id, self.interval)
+
+
+class AdaptivePolicy:
+    def __init__(
+        self,
+        manifest: Manifest,
+        config: SchedulerConfig,
+        sla_ms: float,
+        fps: float,
+        metrics: DeviceMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if sla_ms <= 0:
+            raise ConfigError(f"the adaptive policy needs an SLA > 0 ms, got {sla_ms}")
+        if fps <= 0:
+            raise ConfigError(f"the adaptive policy needs a frame rate > 0, got {fps}")
+        self.config = config
+        self.sla_ms = sla_ms
+        self.fps = config.fps or fps
+        self.metrics = metrics
+        self.clock = clock
+        self.branches = _candidates(manifest, config.branches)
+        self.link = LinkEstimator(
+            initial_mbit=config.initial_mbit, safety=config.safety, probe_budget=config.probe_budget
+        )
+        self.edge = EdgeLoad()
+        self.device = Contention()
+        self.track_ms = Ewma(alpha=0.2)
+        self.bytes_seen: dict[str, Ewma] = {}
+        self.switches = 0
+        self._accuracy = dict(zip(config.intervals, config.interval_accuracy, strict=True))
+        self._current: Plan | None = None
+        self._challenger: tuple[tuple[str, int], int] | None = None
+        self._group_left = 0
+        self._detected_once = False
+        self._lock = threading.Lock()
+        self.link.probed(clock())  # the probe budget accrues from the start
+
+    # -- BranchPolicy ------------------------------------------------------------------------------
+    def choose(self, frame: Frame) -> Choice:
+        with self._lock:
+            current = self._current
+            if current is not None and self._group_left > 0 and self._detected_once:
+                self._group_left -= 1
+                return Choice(
+                    current.branch,
+                    track=True,
+                    interval=current.interval,
+                    predicted_ms=self.track_ms.upper() or 1.0,
+                    predicted_accuracy=current.accuracy,
+                )
+            plan = self._decide()
+            self._group_left = plan.interval - 1
+            self._detected_once = True
+            probe = self._probe(plan)
+            if self.metrics is not None:
+                self.metrics.decisions.labels((probe or plan.branch).id).inc()
+            if probe is not None:
+                return Choice(
+                    probe,
+                    interval=plan.interval,
+                    probe=True,
+                    predicted_ms=self.predict_ms(probe),
+                    predicted_accuracy=self.accuracy(probe, 1),
+                    link_mbit=self.link.estimate().throughput_mbit,
+                )
+            return Choice(
+                plan.branch,
+                interval=plan.interval,
+                predicted_ms=plan.latency_ms,
+                predicted_accuracy=plan.accuracy,
+                link_mbit=self.link.estimate().throughput_mbit,
+            )
+
+    def observe(self, outcome: Outcome) -> None:
+        t = outcome.timings_ms
+        branch = outcome.branch
+        with self._lock:
+            if outcome.kind == "tracked":
+                if "track" in t:
+                    self.track_ms.add(t["track"])
+                return
+            if branch is None:
+                return
+            spec = next((b for b in self.branches if b.id == branch), None)
+            profiled = spec.device_ms if spec is not None else None
+            if outcome.kind == "edge" and outcome.server is not None:
+                server = outcome.server
+                if "uplink" in t:
+                    network_ms = t["uplink"] - server.total_ms
+                    self.link.observe_transfer(outcome.bytes_sent, network_ms)
+                self.edge.observe(branch, server.queue_wait_ms, server.decode_ms + server.tail_ms)
+                self.bytes_seen.setdefault(branch, Ewma(alpha=0.1)).add(outcome.bytes_sent)
+            elif outcome.reason == "deadline_missed" and outcome.bytes_sent:
+                self.link.observe_timeout(outcome.bytes_sent, t.get("uplink", self.sla_ms))
+            if outcome.kind == "local" and outcome.reason == "policy" and "local" in t:
+                self.device.observe(branch, t["local"], profiled)
+            elif "head" in t:  # split: the head is what the bundle profiled
+                self.device.observe(branch, t["head"] + t.get("encode", 0.0), profiled)
+            elif "encode" in t and spec is not None and spec.kind in ("jpeg", "webp"):
+                self.device.observe(branch, t["encode"], profiled)
+            self._publish()
+
+    # -- the models --------------------------------------------------------------------------------
+    def predict_ms(self, branch: Branch) -> float:
+        return sum(self._latency_terms(branch))
+
+    def _latency_terms(self, branch: Branch) -> tuple[float, float]:
+        """(ms the link's throughput adds, every other ms) of one frame on `branch`."""
+        device = self.device.device_ms(branch.id, branch.device_ms)
+        if branch.kind not in REMOTE_KINDS:
+            return 0.0, device
+        link = self.link.estimate()
+        transfer = self._bytes_high(branch) * 8 / (link.throughput_mbit * 1e3)
+        edge = self.edge.queue_ms() + self.edge.compute_ms(branch.id, branch.edge_ms)
+        return transfer, device + link.rtt_ms + edge
+
+    def accuracy(self, branch: Branch, interval: int) -> float:
+        return (branch.accuracy or 0.0) * self._accuracy[interval]
+
+    def plans(self) -> list[Plan]:
+        budget = self.sla_ms / self.config.margin
+        link_mbit = self.link.estimate().throughput_mbit
+        track_ms = self.track_ms.upper() or 2.0
+        plans = []
+        for branch in self.branches:
+            transfer, rest = self._latency_terms(branch)
+            latency = transfer + rest
+            device = self.device.device_ms(branch.id, branch.device_ms)
+            for k in self.config.intervals:
+                per_second_device = (device + (k - 1) * track_ms) / k * self.fps
+                device_ok = per_second_device <= 1000 * self.config.device_utilization
+                link_ok = True
+                if branch.kind in REMOTE_KINDS:
+                    mbit = self._bytes_mean(branch) * 8 * self.fps / k / 1e6
+                    link_ok = mbit <= link_mbit * self.config.link_utilization
+                fits = latency <= budget and device_ok and link_ok
+                # Ruled out by the link alone: it would fit at any throughput.
+                link_limited = not fits and device_ok and rest <= budget
+                plans.append(Plan(branch, k, latency, self.accuracy(branch, k), fits, link_limited))
+        return plans
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def _decide(self) -> Plan:
+        plans = self.plans()
+        fitting = [p for p in plans if p.fits]
+        if fitting:
+            best = max(fitting, key=lambda p: (p.accuracy, -self._bytes_mean(p.branch)))
+        else:
+            # Nothing meets the SLA: the fastest, and as few detections as the knobs allow.
+            best = min(plans, key=lambda p: (p.latency_ms, -p.interval))
+        current = self._current
+        if current is not None:
+            now = next(p for p in plans if p.key == current.key)
+            if now.fits and best.key != now.key:
+                if best.accuracy <= now.accuracy + self.config.min_gain:
+                    self._challenger = None
+                    best = now
+                else:
+                    wins = (
+                        self._challenger[1] + 1
+                        if self._challenger and self._challenger[0] == best.key
+                        else 1
+                    )
+                    self._challenger = (best.key, wins)
+                    if wins < self.config.switch_up_after:
+                        best = now
+            elif not now.fits and not fitting and now.latency_ms <= best.latency_ms:
+                best = now  # nothing fits: do not flap between equally hopeless plans
+        if current is None or best.key != current.key:
+            if current is not None:
+                self.switches += 1
+            self._challenger = None
+        self._current = best
+        return best
+
+    def _probe(self, plan: Plan) -> Branch | None:
+        """A more accurate remote branch the link alone rules out, when a probe is due."""
+        candidates = [
+            p.branch
+            for p in self.plans()
+            if p.interval == plan.interval
+            and p.link_limited
+            and p.accuracy > plan.accuracy + self.config.min_gain
+        ]
+        if not candidates:
+            return None
+        smallest = min(candidates, key=self._bytes_mean)
+        now = self.clock()
+        if not self.link.probe_due(now, self._bytes_mean(smallest)):
+            return None
+        self.link.probed(now)
+        if self.metrics is not None:
+            self.metrics.probes.inc()
+        return smallest
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _bytes_mean(self, branch: Branch) -> float:
+        seen = self.bytes_seen.get(branch.id)
+        if seen is not None and seen.mean is not None:
+            return seen.mean
+        return (branch.expected_bytes or 0.0) + REQUEST_OVERHEAD_BYTES
+
+    def _bytes_high(self, branch: Branch) -> float:
+        seen = self.bytes_seen.get(branch.id)
+        upper = seen.upper() if seen is not None else None
+        if upper is not None:
+            return upper
+        return 1.5 * (branch.expected_bytes or 0.0) + REQUEST_OVERHEAD_BYTES
+
+    def _publish(self) -> None:
+        if self.metrics is None:
+            return
+        link = self.link.estimate()
+        self.metrics.link_mbit.set(link.throughput_mbit)
+        self.metrics.rtt_ms.set(link.rtt_ms)
+        self.metrics.contention.set(self.device.factor)
+        self.metrics.edge_queue_ms.set(self.edge.queue_ms())
+
+
+def _candidates(manifest: Manifest, allowed: tuple[str, ...]) -> list[Branch]:
+    runnable = [b for b in manifest.branches if b.kind in RUNNABLE_KINDS and b.kind != "skip"]
+    if allowed:
+        unknown = sorted(set(allowed) - {b.id for b in runnable})
+        if unknown:
+            raise ConfigError(
+                f"pipeline.scheduler.branches names {unknown}, not runnable branches of bundle "
+                f"{manifest.name}; it has {sorted(b.id for b in runnable)}"
+            )
+        runnable = [b for b in runnable if b.id in allowed]
+    usable = [b for b in runnable if b.accuracy is not None and b.device_ms is not None]
+    if not usable:
+        raise ConfigError(
+            f"bundle {manifest.name} has no branch with a measured accuracy and device_ms: "
+            "the adaptive policy has nothing to weigh (use pipeline.policy: fixed)"
+        )
+    return usable

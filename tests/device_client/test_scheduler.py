@@ -1,0 +1,323 @@
+"""The adaptive policy: its estimators, its decisions, the tracker, and the whole loop against a
+real edge server behind a simulated link whose rate drops mid-clip."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from device_client.config import EdgeConfig, GeneratedSource, PipelineConfig, SchedulerConfig
+from device_client.estimators import LinkEstimator
+from device_client.grpc_uplink import GrpcUplink
+from device_client.head import HeadRunner
+from device_client.local import LocalRunner
+from device_client.metrics import DeviceMetrics
+from device_client.outcomes import Detection, Outcome, ServerTimings
+from device_client.pipeline import Pipeline
+from device_client.scheduler import AdaptivePolicy
+from device_client.simlink import SimulatedLink
+from device_client.sources import Frame, GeneratedFrames, ShapesGenerator
+from device_client.tracker import BoxTracker
+from device_client.uplink import InMemoryUplink
+from shared.bundle import Branch, Manifest, load_bundle
+from shared.errors import ConfigError
+from shared.wire import pb
+from tests.device_client.bundle_factory import scene
+from tests.device_client.conftest import EdgeProcess, free_port
+from tests.device_client.test_pipeline import ListSink, answer_ok
+
+# -- a manifest with a real trade-off ----------------------------------------------------------
+SPLIT = Branch(id="split-w100", kind="split", width=1.0, codec="FACTORIZED_ANS",
+               expected_bytes=300, device_ms=4, edge_ms=8, accuracy=0.43)
+SMALL = Branch(id="split-w050", kind="split", width=0.5, codec="FACTORIZED_ANS",
+               expected_bytes=200, device_ms=3, edge_ms=8, accuracy=0.40)
+JPEG = Branch(id="jpeg-q90", kind="jpeg", codec="JPEG", expected_bytes=12000, device_ms=1,
+              edge_ms=15, accuracy=0.54)
+LOCAL = Branch(id="local", kind="local", expected_bytes=0, device_ms=70, edge_ms=0,
+               accuracy=0.30)
+
+
+def manifest_with(base: Manifest, *branches: Branch) -> Manifest:
+    return base.model_copy(update={"branches": branches})
+
+
+@pytest.fixture(scope="module")
+def manifest(bundle_dir: Path) -> Manifest:
+    return manifest_with(load_bundle(bundle_dir).manifest, SPLIT, SMALL, JPEG, LOCAL)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frame(i: int) -> Frame:
+    return Frame(i, np.zeros((8, 8, 3), np.uint8), time.monotonic(), time.time_ns())
+
+
+def edge_outcome(branch: Branch, nbytes: int, network_ms: float, i: int = 0) -> Outcome:
+    server = ServerTimings(queue_wait_ms=1.0, decode_ms=1.0, tail_ms=branch.edge_ms or 0,
+                           total_ms=2.0 + (branch.edge_ms or 0), batch_size=1)
+    return Outcome(i, "edge", 0, branch=branch.id, bytes_sent=nbytes, server=server,
+                   timings_ms={"uplink": network_ms + server.total_ms, "encode": 1.0})
+
+
+def feed_link(policy: AdaptivePolicy, mbit: float, rtt_ms: float = 10.0, frames: int = 10) -> None:
+    """Outcomes as a link of `mbit` would give them: small frames teach the RTT, JPEGs the rate."""
+    for _ in range(frames):
+        policy.observe(edge_outcome(SPLIT, 320, rtt_ms))
+        policy.observe(edge_outcome(JPEG, 12000, rtt_ms + 12000 * 8 / (mbit * 1e3)))
+
+
+# -- configuration --------------------------------------------------------------------------------
+def test_bad_scheduler_config_is_a_clear_startup_error(tmp_path: Path) -> None:
+    from device_client.config import load_settings
+
+    base = {"bundle": {"path": str(tmp_path)}, "source": {"kind": "generated"}}
+    for pipeline, edge, expect in (
+        ({"policy": "greedy"}, {}, "pipeline.policy"),
+        ({"policy": "adaptive", "scheduler": {"margin": 1.0}}, {}, "margin"),
+        ({"policy": "adaptive"}, {"sla_ms": 0}, "sla_ms"),
+        ({"scheduler": {"intervals": [1, 2], "interval_accuracy": [1.0]}}, {}, "intervals"),
+    ):
+        with pytest.raises(ConfigError, match=expect):
+            load_settings(None, **base, pipeline=pipeline, edge=edge)
+
+
+def test_policy_refuses_what_it_cannot_plan(manifest: Manifest) -> None:
+    with pytest.raises(ConfigError, match="SLA"):
+        AdaptivePolicy(manifest, SchedulerConfig(), sla_ms=0, fps=15)
+    with pytest.raises(ConfigError, match="nope"):
+        AdaptivePolicy(manifest, SchedulerConfig(branches=("nope",)), sla_ms=300, fps=15)
+    unmeasured = manifest_with(manifest, SPLIT.model_copy(update={"accuracy": None}))
+    with pytest.raises(ConfigError, match="measured accuracy"):
+        AdaptivePolicy(unmeasured, SchedulerConfig(), sla_ms=300, fps=15)
+
+
+# -- estimators -----------------------------------------------------------------------------------
+def test_link_estimate_follows_a_step_on_the_simulated_link() -> None:
+    """10 → 0.3 → 10 Mbit/s, 12 KB frames: the estimate falls within a few frames; rising back
+    it is slower (safety first) but gets there within a bounded number."""
+    def instant(request: pb.InferRequest) -> pb.InferResponse:
+        reply = answer_ok(request)
+        reply.timings.total_ms = 0.0  # the in-memory edge takes no time of its own
+        return reply
+
+    link = SimulatedLink(InMemoryUplink(instant), mbit=10, rtt_ms=4)
+    link.start()
+    estimator = LinkEstimator(initial_mbit=2.0)
+    request = pb.InferRequest(image=pb.EncodedImage(codec=pb.CODEC_JPEG, data=bytes(12000)))
+    small = pb.InferRequest(image=pb.EncodedImage(codec=pb.CODEC_JPEG, data=bytes(300)))
+
+    def send(req: pb.InferRequest) -> None:
+        start = time.monotonic()
+        reply = link.send(req).result(timeout=10)
+        rtt = (time.monotonic() - start) * 1e3
+        estimator.observe_transfer(req.ByteSize(), rtt - reply.timings.total_ms)
+
+    try:
+        for _ in range(4):
+            send(small)
+        for _ in range(8):
+            send(request)
+        high = estimator.estimate().throughput_mbit
+        assert 5 < high <= 10
+        link.set_rate(0.3)
+        falls = next(i for i in range(1, 6) if (send(request), estimator.estimate())[1]
+                     .throughput_mbit < 0.5)
+        link.set_rate(10)
+        rises = next(i for i in range(1, 40) if (send(request), estimator.estimate())[1]
+                     .throughput_mbit > 4)
+    finally:
+        link.close()
+    assert falls == 1, "the estimate must fall at the first slow transfer"
+    assert rises > falls, "rise slowly"
+    assert estimator.base_rtt_ms is not None and estimator.base_rtt_ms < 20
+
+
+def test_probing_finds_the_better_link_within_its_budget(manifest: Manifest) -> None:
+    clock = Clock()
+    policy = AdaptivePolicy(manifest, SchedulerConfig(), sla_ms=300, fps=15, clock=clock)
+    feed_link(policy, mbit=10)
+    assert policy.choose(frame(0)).branch.id == "jpeg-q90"
+    for _ in range(3):  # the link drops: JPEGs time out
+        policy.observe(Outcome(1, "local", 0, reason="deadline_missed", branch="jpeg-q90",
+                               bytes_sent=12000, timings_ms={"uplink": 300.0}))
+    choices = []
+    probe_bytes = 0
+    sent_bytes = 0
+    for i in range(1, 400):  # 15 fps: clock moves 66 ms a frame
+        clock.now += 1 / 15
+        choice = policy.choose(frame(i))
+        choices.append(choice)
+        if choice.track:
+            continue
+        if choice.probe:  # the link is back at 10 Mbit/s: the probe's bytes show it
+            probe_bytes += 12000
+            policy.observe(edge_outcome(JPEG, 12000, 10 + 12000 * 8 / 10e3))
+        elif choice.branch.id == "jpeg-q90":
+            sent_bytes += 12000
+            policy.observe(edge_outcome(JPEG, 12000, 10 + 12000 * 8 / 10e3))
+            break
+        else:
+            sent_bytes += 320
+            policy.observe(edge_outcome(choice.branch, 320, 10.0))
+    kinds = [c.branch.id for c in choices if not c.track and not c.probe]
+    assert kinds[0] != "jpeg-q90", "after the drop the policy leaves the JPEG branch"
+    assert choices[-1].branch.id == "jpeg-q90" and not choices[-1].probe, "probing found it"
+    assert len(choices) < 200
+    assert sum(c.probe for c in choices) >= 1
+
+
+def test_decisions_follow_the_estimates(manifest: Manifest) -> None:
+    policy = AdaptivePolicy(manifest, SchedulerConfig(switch_up_after=1), sla_ms=300, fps=15)
+    feed_link(policy, mbit=20)
+    assert policy.choose(frame(0)).branch.id == "jpeg-q90"  # most accurate, fits
+    feed_link(policy, mbit=0.3, frames=20)
+    choice = policy.choose(frame(1))
+    assert choice.branch.id == "split-w100" and choice.interval == 1  # JPEG no longer fits
+    assert choice.predicted_ms is not None and choice.predicted_ms <= 300 / 1.3
+    # A loaded edge: its queue makes every remote plan miss, so the device goes local and
+    # samples (70 ms a detection cannot be kept up at 15 fps: k > 1).
+    for _ in range(20):
+        policy.observe(Outcome(2, "edge", 0, branch="split-w100", bytes_sent=320,
+                               server=ServerTimings(400, 1, 8, 409, 1),
+                               timings_ms={"uplink": 420.0, "head": 4.0}))
+    choice = policy.choose(frame(2))
+    assert choice.branch.id == "local"
+    assert choice.interval > 1
+
+
+def test_hysteresis_holds_a_plan_that_still_fits(manifest: Manifest) -> None:
+    policy = AdaptivePolicy(manifest, SchedulerConfig(switch_up_after=5), sla_ms=300, fps=15)
+    feed_link(policy, mbit=0.3)
+    assert policy.choose(frame(0)).branch.id == "split-w100"
+    feed_link(policy, mbit=20, frames=30)  # better now, but a better plan must win 5 times
+    picked = [policy.choose(frame(i)).branch.id for i in range(1, 8)]
+    assert picked[:4] == ["split-w100"] * 4
+    assert picked[4:] == ["jpeg-q90"] * 3
+    assert policy.switches == 1
+
+
+# -- tracking -------------------------------------------------------------------------------------
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def test_tracker_keeps_boxes_on_moving_shapes() -> None:
+    generator = ShapesGenerator(GeneratedSource(kind="generated", seed=3, empty_run=0))
+    tracker = BoxTracker()
+    scores = []
+    for start in (0, 10, 20):
+        tracker.remember(start, generator.frame(start))
+        truth = generator.boxes(start)
+        detections = tuple(Detection(tuple(map(float, b)), 0.9, 1, "shape") for b in truth)
+        assert tracker.seed(start, detections)
+        for i in range(start + 1, start + 6):
+            tracker.remember(i, generator.frame(i))
+            tracked = tracker.track(i)
+            assert tracked is not None
+            for box in generator.boxes(i)[: len(truth)]:
+                scores.append(max((iou(box, d.box) for d in tracked), default=0.0))
+    assert np.mean(scores) > 0.6, scores
+    # ...and without motion information it would be worse: the seed boxes left in place.
+    still = [iou(generator.boxes(i)[0], generator.boxes(0)[0]) for i in range(1, 6)]
+    assert np.mean(scores) > np.mean(still)
+
+
+def test_tracker_refuses_stale_seeds() -> None:
+    tracker = BoxTracker(keep_frames=4)
+    image = np.zeros((60, 80, 3), np.uint8)
+    for i in range(6):
+        tracker.remember(i, image)
+    assert not tracker.seed(0, ())  # forgotten frame
+    assert tracker.seed(4, ())
+    assert not tracker.seed(3, ())  # older than what was seeded
+
+
+# -- end to end ------------------------------------------------------------------------------------
+DEMO_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "demo-shapes"
+
+
+@pytest.fixture(scope="module")
+def demo_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
+    """The shipped bundle: its split latents are a few hundred bytes, its JPEGs ≈ 12 KB."""
+    log = tmp_path_factory.mktemp("demo-edge") / "edge.log"
+    server = EdgeProcess(DEMO_BUNDLE, free_port(), log).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_link_drop_mid_clip_leaves_jpeg_and_keeps_the_sla(demo_edge: EdgeProcess) -> None:
+    """Real edge server on loopback, real heads and codecs, the simulated link dropping from
+    10 to 0.3 Mbit/s mid-clip: the policy leaves the JPEG branch; once it settled, ≥ 95 % of
+    frames are answered within the SLA; every frame has exactly one outcome."""
+    bundle = load_bundle(DEMO_BUNDLE)
+    sla_ms = 400.0
+    edge_config = EdgeConfig(target=f"127.0.0.1:{demo_edge.grpc_port}", sla_ms=sla_ms, window=4)
+    link = SimulatedLink(GrpcUplink(edge_config, None), mbit=10, rtt_ms=10)
+    # The two ends of the trade-off: JPEG (more accurate, 12 KB) and the widest split (300 B).
+    scheduler = SchedulerConfig(branches=("split-w100", "jpeg-q90"), switch_up_after=4)
+    policy = AdaptivePolicy(bundle.manifest, scheduler, sla_ms=sla_ms, fps=15)
+    sink = ListSink()
+    head, local = HeadRunner(bundle, threads=1), LocalRunner(bundle, threads=1)
+    head.warm_up()
+    local.warm_up()
+    pipeline = Pipeline(
+        manifest=bundle.manifest,
+        head=head,
+        local=local,
+        uplink=link,
+        policy=policy,
+        sink=sink,
+        metrics=DeviceMetrics(),
+        config=PipelineConfig(policy="adaptive", prefilter={"enabled": False}),
+        edge=edge_config,
+        stream_id="e2e-adaptive",
+        tracker=BoxTracker(),
+    )
+    frames, drop_at = 150, 50
+    source = GeneratedFrames(scene(frames=frames, fps=15, empty_run=0), pace=True)
+
+    def on_frame() -> None:
+        if len(sink.records) >= drop_at and link.mbit > 1:
+            link.set_rate(0.3)
+
+    link.start()
+    deadline = time.monotonic() + 10
+    while not link.available and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        tally = pipeline.run(source, on_frame=on_frame)
+    finally:
+        link.close()
+    records = sink.by_id()
+    assert sorted(records) == list(range(frames)), "every frame exactly one outcome"
+    assert tally.settled == frames
+
+    def show(rs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(r["frame_id"], r["branch"], r["kind"], r["reason"], r["timings_ms"]["total"],
+                 r.get("decision")) for r in rs]
+
+    before = [records[i] for i in range(10, drop_at)]
+    assert sum(r["branch"] == "jpeg-q90" for r in before) > len(before) / 2, show(before)
+    after = [records[i] for i in range(drop_at + 30, frames)]
+    assert all(r["branch"] != "jpeg-q90" or r["decision"]["probe"] for r in after), show(after)
+    in_sla = [r for r in after if r["kind"] in ("edge", "local", "tracked")
+              and r["timings_ms"]["total"] <= sla_ms]
+    assert len(in_sla) >= 0.95 * len(after), show([r for r in after if r not in in_sla])
+    assert all("decision" in r for r in records.values())
