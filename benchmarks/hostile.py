@@ -20,7 +20,11 @@ the before and the after figures. Prints one JSON object; each item says what it
   6 greedy: an honest device's refusals (80 frames at 10 fps, 500 ms deadline, its own
     connection) beside a greedy client on another connection: 12 streams of 25 fps, no deadline;
   7 download: the device's peak RSS fetching a 600 MB bundle response, and whether an archive
-    with an unlisted 512 MiB file is installed.
+    with an unlisted 512 MiB file is installed;
+  8 throughput A/B (with `--baseline-root`): this checkout's server and the baseline's, side by
+    side and interleaved (ABBA rounds), on bench-edge's batching-on settings: frames/s with 16
+    streams and per-frame overhead over the reported tail time at p50 — so that a shared box's
+    changing speed falls on both alike.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -503,6 +508,57 @@ def item_7(root: Path, bundle: Path) -> dict[str, Any]:
     }
 
 
+def _request_from(root: Path, bundle: Path) -> pb.InferRequest:
+    """A request encoded by `root`'s own device code (the bitstream may differ between
+    checkouts)."""
+    code = (
+        "import pathlib, sys; from benchmarks.edge import build_request; "
+        "r, _ = build_request(pathlib.Path(sys.argv[1])); "
+        "sys.stdout.buffer.write(r.SerializeToString())"
+    )
+    env = os.environ | {"PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(bundle)], cwd=root, env=env, capture_output=True,
+        check=True, timeout=600,
+    )  # fmt: skip
+    return pb.InferRequest.FromString(done.stdout)
+
+
+def item_8(root: Path, baseline: Path, bundle: Path, rounds: int) -> dict[str, Any]:
+    from benchmarks.edge import latencies, throughput
+
+    settings = {"max_batch_size": 16, "max_queue_delay_ms": 2.0, "max_pending": 256,
+                "stream_window": 8, "torch_threads": 1}  # fmt: skip
+    sides = {"baseline": baseline, "this": root}
+    requests = {name: _request_from(path, bundle) for name, path in sides.items()}
+    servers = {name: Server(path, bundle, **settings) for name, path in sides.items()}
+    fps: dict[str, list[float]] = {name: [] for name in sides}
+    overhead: dict[str, list[float]] = {name: [] for name in sides}
+    try:
+        for name in sides:  # warm both at the batch shapes they will see
+            asyncio.run(throughput(servers[name].target, requests[name], 16, 8))
+        for index in range(rounds):
+            order = list(sides) if index % 2 == 0 else list(reversed(sides))
+            for name in order:
+                target = servers[name].target
+                fps[name].append(asyncio.run(throughput(target, requests[name], 16, 30)))
+                lat = asyncio.run(latencies(target, requests[name], 30))
+                overhead[name].append(lat["overhead_ms_p50"] / lat["server_tail_ms_p50"])
+    finally:
+        for server in servers.values():
+            server.stop()
+    median = statistics.median
+    return {
+        "8_throughput_ab": {
+            "rounds": rounds,
+            "fps_16_streams": {k: [round(x, 1) for x in v] for k, v in fps.items()},
+            "fps_16_streams_median": {k: round(median(v), 1) for k, v in fps.items()},
+            "this_over_baseline": round(median(fps["this"]) / median(fps["baseline"]), 3),
+            "overhead_to_tail_p50_median": {k: round(median(v), 3) for k, v in overhead.items()},
+        }
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code-root", type=Path, default=ROOT, help="checkout to run from")
@@ -511,6 +567,8 @@ def main() -> None:
     parser.add_argument("--after-s", type=float, default=10.0, help="item 2's wait (issue: 60)")
     parser.add_argument("--names", type=int, default=2000, help="item 3's request count")
     parser.add_argument("--overload-s", type=float, default=10.0, help="item 5's duration")
+    parser.add_argument("--baseline-root", type=Path, help="item 8: the checkout to compare with")
+    parser.add_argument("--rounds", type=int, default=4, help="item 8's ABBA rounds")
     args = parser.parse_args()
     root, bundle = args.code_root.resolve(), args.bundle.resolve()
     valid, _ = build_request(bundle)
@@ -528,6 +586,8 @@ def main() -> None:
         report |= item_6(root, bundle, valid)
     if 7 in items:
         report |= item_7(root, bundle)
+    if 8 in items and args.baseline_root is not None:
+        report |= item_8(root, args.baseline_root.resolve(), bundle, args.rounds)
     print(json.dumps(report, indent=2), flush=True)
 
 
