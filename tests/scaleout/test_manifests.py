@@ -104,7 +104,7 @@ def test_the_edge_deployment_env_is_valid_edge_settings(monkeypatch: pytest.Monk
     ports = {p["name"]: p["containerPort"] for p in edge["ports"]}
     assert (settings.grpc_port, settings.http_port) == (ports["grpc"], ports["http"])
     assert settings.host == "0.0.0.0"
-    assert settings.torch_threads * 1 == int(edge["resources"]["limits"]["cpu"])
+    assert settings.torch_threads == int(edge["resources"]["limits"]["cpu"])  # one per core
     # Probes ask the service the edge registers; readiness flips with a drain.
     for probe in ("startupProbe", "readinessProbe"):
         assert edge[probe]["grpc"] == {"port": ports["grpc"], "service": SERVICE_NAME}
