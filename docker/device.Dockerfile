@@ -5,9 +5,14 @@
 #   docker buildx build --platform linux/amd64,linux/arm64 -f docker/device.Dockerfile \
 #       -t registry.example/splitedge-device:0.1.0 --push .       # Raspberry Pi OS 64-bit, Jetson
 #
-# Every wheel it needs (onnxruntime, opencv-python-headless, grpcio, numpy, constriction) exists
-# for linux/amd64 and linux/arm64, and python:3.11-slim-bookworm is multi-arch, so no compiler is
-# needed on either. Behind a TLS-intercepting proxy pass the CA bundle at build time (see
+# python:3.11-slim-bookworm is multi-arch and every dependency of the `device` extra has wheels
+# for linux/amd64 and linux/arm64 (constriction is amd64-only and skipped on arm64, where the
+# pure-Python ANS coder takes over), so no compiler is needed on either. Checked here without
+# buildx: an arm64 base from `ARCH=arm64 BASE_IMAGE=splitedge-base-arm64:python3.11-bookworm
+# docker/base-image.sh`, then `docker build --build-arg PYTHON_IMAGE=<that>` under qemu-user
+# binfmt (443 MB); under qemu, mount an empty dir over /sys/devices/system/cpu (onnxruntime's
+# cpuinfo trips on the host's x86 topology), not needed on a real Pi or Jetson.
+# Behind a TLS-intercepting proxy pass the CA bundle at build time (see
 # docker/build-ca/README.md); nothing of it reaches the final stage.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
