@@ -88,10 +88,11 @@ def run(settings: DeviceSettings) -> int:
     token = settings.edge.bearer_token()
     bundle = BundleStore(settings.state_dir, settings.bundle, token).resolve()
     head, local = build_runners(bundle, settings)
-    head.warm_up()
-    if local is not None:
-        local.warm_up()
+    head_ms = head.warm_up()
+    local_ms = local.warm_up() if local is not None else None
     policy = make_policy(bundle.manifest, settings, metrics)
+    if isinstance(policy, AdaptivePolicy):
+        policy.calibrate(head_ms, local_ms)
     sink = Fanout([open_sink(c) for c in settings.sinks])
     uplink = GrpcUplink(
         settings.edge,

@@ -188,6 +188,9 @@ class Contention:
     alpha: float = 0.2
     ratio: Ewma = field(default_factory=lambda: Ewma(alpha=0.2))
     cost: dict[str, Ewma] = field(default_factory=dict)
+    # What every frame costs before any branch runs (preprocess, prefilter): it comes out of the
+    # frame rate's budget whatever the plan.
+    overhead: Ewma = field(default_factory=lambda: Ewma(alpha=0.1))
 
     def observe(self, branch: str, measured_ms: float, profiled_ms: float | None) -> None:
         self.cost.setdefault(branch, Ewma(alpha=self.alpha)).add(measured_ms)
@@ -198,9 +201,11 @@ class Contention:
     def factor(self) -> float:
         return max(self.ratio.mean or 1.0, 1.0)
 
-    def device_ms(self, branch: str, profiled_ms: float | None) -> float:
+    def device_ms(self, branch: str, profiled_ms: float | None, mean: bool = False) -> float:
+        """A high percentile of one frame's cost on `branch` (latency), or its mean
+        (`mean=True`: what the frame rate must sustain)."""
         seen = self.cost.get(branch)
-        upper = seen.upper() if seen is not None else None
-        if upper is not None:
-            return upper
+        value = (seen.mean if mean else seen.upper()) if seen is not None else None
+        if value is not None:
+            return value
         return (profiled_ms or 0.0) * self.factor

@@ -78,16 +78,22 @@ class HeadRunner:
     def load(cls, root: Path | str, threads: int | None = None) -> HeadRunner:
         return cls(load_bundle(root), threads)
 
-    def warm_up(self, height: int = 240, width: int = 320) -> None:
-        """Run every graph and the coder once: onnxruntime's first call allocates and plans, and
-        a first frame that takes ten times the next would mislead the scheduler's estimates."""
+    def warm_up(self, height: int = 240, width: int = 320) -> dict[float, float]:
+        """Run every graph and the coder: onnxruntime's first call allocates and plans, and a
+        first frame that takes ten times the next would mislead the scheduler. Returns each
+        width's head + encode ms of a second run, measured on this device as it is loaded now."""
         image = self.preprocess(np.zeros((height, width, 3), np.uint8), "RGB").image
         self.prefilter(image)
         current = self.width
+        measured = {}
         for head_width in self.widths:
             self.width = head_width
             self.codec.encode(self.head(image)[0])
+            start = time.perf_counter()
+            self.codec.encode(self.head(image)[0])
+            measured[head_width] = (time.perf_counter() - start) * 1e3
         self.width = current
+        return measured
 
     def set_width(self, width: float) -> None:
         matches = [w for w in self.widths if abs(w - width) < 1e-9]

@@ -9,6 +9,7 @@ Never imports torch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +48,20 @@ class LocalRunner:
     def load(cls, root: Path | str, threads: int | None = None) -> LocalRunner:
         return cls(load_bundle(root), threads)
 
-    def warm_up(self, height: int = 240, width: int = 320) -> None:
-        """One call per model (see HeadRunner.warm_up)."""
+    def warm_up(self, height: int = 240, width: int = 320) -> float:
+        """Every model once (see HeadRunner.warm_up); returns the ms of a second run."""
         frame = np.zeros((height, width, 3), np.uint8)
-        if "detection" in self.sessions:
-            self.detect(frame)
-        if "classification" in self.sessions:
-            self.classify(frame)
+
+        def run() -> None:
+            if "detection" in self.sessions:
+                self.detect(frame)
+            if "classification" in self.sessions:
+                self.classify(frame)
+
+        run()
+        start = time.perf_counter()
+        run()
+        return (time.perf_counter() - start) * 1e3
 
     def _session(self, task: Task) -> ort.InferenceSession:
         if task not in self.sessions:

@@ -95,11 +95,21 @@ class AdaptivePolicy:
         self.switches = 0
         self._accuracy = dict(zip(config.intervals, config.interval_accuracy, strict=True))
         self._current: Plan | None = None
-        self._challenger: tuple[tuple[str, int], int] | None = None
+        self._better_streak = 0
         self._group_left = 0
         self._detected_once = False
         self._lock = threading.Lock()
         self.link.probed(clock())  # the probe budget accrues from the start
+
+    def calibrate(self, head_ms: dict[float, float], local_ms: float | None) -> None:
+        """Start from costs measured on this device (the runners' warm-up), not the bundle's
+        profile from another machine: the first decisions are then about this device's load."""
+        with self._lock:
+            for branch in self.branches:
+                if branch.kind == "split" and branch.width in head_ms:
+                    self.device.observe(branch.id, head_ms[branch.width], branch.device_ms)
+                elif branch.kind == "local" and local_ms is not None:
+                    self.device.observe(branch.id, local_ms, branch.device_ms)
 
     # -- BranchPolicy ------------------------------------------------------------------------------
     def choose(self, frame: Frame) -> Choice:
@@ -141,6 +151,8 @@ class AdaptivePolicy:
         t = outcome.timings_ms
         branch = outcome.branch
         with self._lock:
+            if "preprocess" in t:
+                self.device.overhead.add(t["preprocess"] + t.get("prefilter", 0.0))
             if outcome.kind == "tracked":
                 if "track" in t:
                     self.track_ms.add(t["track"])
@@ -186,15 +198,20 @@ class AdaptivePolicy:
     def plans(self) -> list[Plan]:
         budget = self.sla_ms / self.config.margin
         link_mbit = self.link.estimate().throughput_mbit
-        track_ms = self.track_ms.upper() or 2.0
+        # Sustainability is about averages: mean costs against the second's budget, after what
+        # every frame costs before a branch runs.
+        track_ms = self.track_ms.mean or 2.0
+        budget_ms = 1000 * self.config.device_utilization - (self.device.overhead.mean or 0.0) * (
+            self.fps
+        )
         plans = []
         for branch in self.branches:
             transfer, rest = self._latency_terms(branch)
             latency = transfer + rest
-            device = self.device.device_ms(branch.id, branch.device_ms)
+            device = self.device.device_ms(branch.id, branch.device_ms, mean=True)
             for k in self.config.intervals:
                 per_second_device = (device + (k - 1) * track_ms) / k * self.fps
-                device_ok = per_second_device <= 1000 * self.config.device_utilization
+                device_ok = per_second_device <= budget_ms
                 link_ok = True
                 if branch.kind in REMOTE_KINDS:
                     mbit = self._bytes_mean(branch) * 8 * self.fps / k / 1e6
@@ -219,23 +236,20 @@ class AdaptivePolicy:
             now = next(p for p in plans if p.key == current.key)
             if now.fits and best.key != now.key:
                 if best.accuracy <= now.accuracy + self.config.min_gain:
-                    self._challenger = None
+                    self._better_streak = 0
                     best = now
                 else:
-                    wins = (
-                        self._challenger[1] + 1
-                        if self._challenger and self._challenger[0] == best.key
-                        else 1
-                    )
-                    self._challenger = (best.key, wins)
-                    if wins < self.config.switch_up_after:
+                    # Some better plan must have won this many decisions in a row (not always
+                    # the same one: near-equal plans take turns at the top).
+                    self._better_streak += 1
+                    if self._better_streak < self.config.switch_up_after:
                         best = now
             elif not now.fits and not fitting and now.latency_ms <= best.latency_ms:
                 best = now  # nothing fits: do not flap between equally hopeless plans
         if current is None or best.key != current.key:
             if current is not None:
                 self.switches += 1
-            self._challenger = None
+            self._better_streak = 0
         self._current = best
         return best
 
