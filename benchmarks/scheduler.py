@@ -18,6 +18,9 @@ static branch of the bundle — runs the same clip over the same trace; per poli
 
 Prints `{"policies": {name: {...}}}` on stdout; writes `table.md`, `results.json` and
 `adaptive.png` (true vs estimated throughput, branch, latency vs SLA over time) to `--out`.
+Two adaptive runs: `adaptive` may choose every branch; `adaptive-remote` the split widths and
+image branches only, with `local.onnx` left to what it is on a device whose local model is
+small: the fallback for frames the edge fails.
 Needs root (network namespaces, tc, cgroups): without it, says so and exits 2.
 """
 
@@ -40,6 +43,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from loadtest.netshape import LinkSpec, rate_at, read_trace, shape
 from splitedge.demo import Process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,8 +71,9 @@ def main() -> int:
 
     manifest = load_bundle(args.bundle).manifest
     statics = [b.id for b in manifest.branches if b.kind != "skip"]
-    policies = args.policies or ["adaptive", *statics]
-    trace = _read_trace(args.trace)
+    args.remote_branches = [b.id for b in manifest.branches if b.kind in ("split", "jpeg", "webp")]
+    policies = args.policies or ["adaptive", "adaptive-remote", *statics]
+    trace = read_trace(args.trace)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     frames_dir, truth = make_clip(out / "clip", int(args.seconds * args.fps))
@@ -92,8 +97,9 @@ def main() -> int:
     }
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "table.md").write_text(table(report))
-    if "adaptive" in runs:
-        plot(runs["adaptive"], trace, args, out / "adaptive.png")
+    for name in ("adaptive", "adaptive-remote"):
+        if name in runs:
+            plot(runs[name], trace, args, out / f"{name}.png")
     print(json.dumps({"policies": results}))
     return 0
 
@@ -115,23 +121,27 @@ def _sh(*command: str, check: bool = True) -> None:
 
 
 class Shaper:
+    """The device's uplink: `loadtest.netshape` (tbf, netem where the kernel has it)."""
+
     def __init__(self, namespace: str, device: str, rtt_ms: float) -> None:
         self.namespace, self.device, self.rtt_ms = namespace, device, rtt_ms
         self.mbit = 0.0
 
     def set(self, mbit: float) -> None:
-        mbit = max(mbit, 0.01)
-        # burst: at least one MTU and ~10 ms of the rate; latency bounds the queue (drops beyond).
-        burst = max(1600, int(mbit * 1e6 / 8 * 0.01))
-        _sh("ip", "netns", "exec", self.namespace, "tc", "qdisc", "replace", "dev", self.device,
-            "root", "tbf", "rate", f"{mbit}mbit", "burst", str(burst), "latency", "400ms")
+        if mbit == self.mbit:
+            return
+        shape(
+            self.device,
+            LinkSpec(max(mbit, 0.01), delay_ms=self.rtt_ms, queue_ms=400),
+            self.namespace,
+        )
         self.mbit = mbit
 
 
 @contextlib.contextmanager
 def network(rtt_ms: float) -> Iterator[Shaper]:
     """A namespace for the device, joined to the host by a veth pair; the device's egress shaped
-    by `tc tbf`. `--rtt-ms` is added as netem delay on the host side where the kernel has netem
+    by `tc tbf`. `--rtt-ms` is added as netem delay on the uplink where the kernel has netem
     (most hosts); where it does not (this build machine), the round trip is the veth's (< 1 ms)."""
     pid = os.getpid()
     namespace, host_if, dev_if = f"sesched{pid}", f"seh{pid}", f"sed{pid}"
@@ -144,9 +154,6 @@ def network(rtt_ms: float) -> Iterator[Shaper]:
         _sh("ip", "netns", "exec", namespace, "ip", "addr", "add", f"{DEVICE_IP}/30", "dev", dev_if)
         _sh("ip", "netns", "exec", namespace, "ip", "link", "set", dev_if, "up")
         _sh("ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up")
-        # netem where the kernel has it (most hosts): half the RTT each way.
-        half = f"{rtt_ms / 2}ms"
-        _sh("tc", "qdisc", "add", "dev", host_if, "root", "netem", "delay", half, check=False)
         shaper = Shaper(namespace, dev_if, rtt_ms)
         shaper.set(20)
         yield shaper
@@ -158,8 +165,19 @@ def network(rtt_ms: float) -> Iterator[Shaper]:
 @contextlib.contextmanager
 def edge_server(bundle: Path, out: Path) -> Iterator[int]:
     edge = Process(
-        ["serve", "--host", HOST_IP, "--bundle", str(bundle), "--grpc-port", "0",
-         "--http-port", "0", "--max-queue-delay-ms", "2"],
+        [
+            "serve",
+            "--host",
+            HOST_IP,
+            "--bundle",
+            str(bundle),
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--max-queue-delay-ms",
+            "2",
+        ],
         out / "edge.log",
         events_on="stdout",
     )
@@ -184,8 +202,9 @@ def make_clip(folder: Path, frames: int) -> tuple[Path, dict[str, Any]]:
     while index < frames:
         count = min(frames - index, 60 if segment % 3 != 2 else 20)
         objects = 0 if segment % 3 == 2 else 3
-        clip = generate_video(folder / f"seg{segment}.npz", seed=100 + segment, frames=count,
-                              objects=max(objects, 1))
+        clip = generate_video(
+            folder / f"seg{segment}.npz", seed=100 + segment, frames=count, objects=max(objects, 1)
+        )
         with np.load(clip.with_suffix(".npz")) as data:
             for t, frame in enumerate(data["frames"]):
                 Image.fromarray(frame).save(folder / f"{index:06d}.png")
@@ -193,11 +212,16 @@ def make_clip(folder: Path, frames: int) -> tuple[Path, dict[str, Any]]:
                 if objects:
                     for box, label in zip(data["boxes"][t], data["labels"], strict=True):
                         if not np.isnan(box).any():
-                            annotations.append({
-                                "id": len(annotations) + 1, "image_id": index,
-                                "category_id": int(label) + 1, "bbox": [float(v) for v in box],
-                                "area": float(box[2] * box[3]), "iscrowd": 0,
-                            })
+                            annotations.append(
+                                {
+                                    "id": len(annotations) + 1,
+                                    "image_id": index,
+                                    "category_id": int(label) + 1,
+                                    "bbox": [float(v) for v in box],
+                                    "area": float(box[2] * box[3]),
+                                    "iscrowd": 0,
+                                }
+                            )
                 index += 1
         clip.with_suffix(".npz").unlink()
         segment += 1
@@ -209,22 +233,6 @@ def make_clip(folder: Path, frames: int) -> tuple[Path, dict[str, Any]]:
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)],
     }
     return folder, truth
-
-
-def _read_trace(path: Path) -> list[tuple[float, float]]:
-    rows = path.read_text().strip().splitlines()
-    if rows[0].replace(" ", "") != "time_s,mbit":
-        raise SystemExit(f"{path}: expected a header `time_s,mbit`")
-    return [(float(t), float(r)) for t, r in (row.split(",") for row in rows[1:])]
-
-
-def _rate_at(trace: list[tuple[float, float]], t: float) -> float:
-    rate = trace[0][1]
-    for start, mbit in trace:
-        if start > t:
-            break
-        rate = mbit
-    return rate
 
 
 # -- one run --------------------------------------------------------------------------------------
@@ -240,11 +248,13 @@ def run_device(
     workdir.mkdir(parents=True, exist_ok=True)
     outcomes = workdir / "outcomes.jsonl"
     outcomes.unlink(missing_ok=True)
-    pipeline: dict[str, Any] = {
-        "threads": 1, "queue": 1, "prefilter": {"enabled": True, "gate": True},
-    }
+    pipeline: dict[str, Any] = {"threads": 1, "prefilter": {"enabled": True, "gate": True}}
     if policy == "adaptive":
         pipeline["policy"] = "adaptive"
+    elif policy == "adaptive-remote":
+        # local.onnx only as the fallback for frames the edge fails, not as a plan.
+        pipeline["policy"] = "adaptive"
+        pipeline["scheduler"] = {"branches": list(args.remote_branches)}
     else:
         pipeline["branch"] = policy
     config = {
@@ -254,8 +264,13 @@ def run_device(
         "edge": {"target": f"{HOST_IP}:{grpc_port}", "sla_ms": args.sla_ms, "window": 4},
         # Live: read at the frame rate by a capture thread, the oldest dropped when the device
         # falls behind, as a camera would; a drop is an outcome (`dropped`, `behind`).
-        "source": {"kind": "folder", "path": str(frames_dir), "pattern": "*.png",
-                   "fps": args.fps, "live": True},
+        "source": {
+            "kind": "folder",
+            "path": str(frames_dir),
+            "pattern": "*.png",
+            "fps": args.fps,
+            "live": True,
+        },
         "pipeline": pipeline,
         "sinks": [{"kind": "file", "path": str(outcomes)}],
         "metrics": {"enabled": False},
@@ -267,9 +282,23 @@ def run_device(
     (CGROUP / "cpu.cfs_quota_us").write_text(str(int(100000 * args.cpu_quota)))
     log = (workdir / "device.log").open("w")
     process = subprocess.Popen(
-        ["ip", "netns", "exec", shaper.namespace, sys.executable, "-m", "splitedge", "device",
-         "run", "--config", str(workdir / "device.yaml")],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
+        [
+            "ip",
+            "netns",
+            "exec",
+            shaper.namespace,
+            sys.executable,
+            "-m",
+            "splitedge",
+            "device",
+            "run",
+            "--config",
+            str(workdir / "device.yaml"),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
         env=os.environ | {"PYTHONUNBUFFERED": "1"},
     )
     (CGROUP / "cgroup.procs").write_text(str(process.pid))
@@ -304,7 +333,7 @@ def _replay(
     shaper: Shaper, trace: list[tuple[float, float]], started: float, stop: threading.Event
 ) -> None:
     while not stop.is_set():
-        shaper.set(_rate_at(trace, time.time() - started))
+        shaper.set(rate_at(trace, time.time() - started))
         stop.wait(0.25)
 
 
@@ -334,8 +363,14 @@ def score(
         if in_time:
             for d in record["detections"]:
                 x1, y1, x2, y2 = d["box"]
-                detections.append({"image_id": i, "category_id": d["label_id"],
-                                   "bbox": [x1, y1, x2 - x1, y2 - y1], "score": d["score"]})
+                detections.append(
+                    {
+                        "image_id": i,
+                        "category_id": d["label_id"],
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "score": d["score"],
+                    }
+                )
     sent = sum(r["bytes_sent"] for r in records)
     return {
         "sla_hit": round(answered / frames, 4),
@@ -401,9 +436,12 @@ def plot(
     fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
     horizon = max(times) if times else args.seconds
     xs = np.linspace(0, horizon, 400)
-    axes[0].plot(xs, [_rate_at(trace, x) for x in xs], label="true (trace)", color="black")
-    est = [(t, r["decision"]["link_mbit"]) for t, r in zip(times, records, strict=True)
-           if r.get("decision") and r["decision"].get("link_mbit") is not None]
+    axes[0].plot(xs, [rate_at(trace, x) for x in xs], label="true (trace)", color="black")
+    est = [
+        (t, r["decision"]["link_mbit"])
+        for t, r in zip(times, records, strict=True)
+        if r.get("decision") and r["decision"].get("link_mbit") is not None
+    ]
     if est:
         axes[0].plot(*zip(*est, strict=True), label="estimated", color="tab:orange")
     axes[0].set_yscale("log")
@@ -411,13 +449,15 @@ def plot(
     axes[0].legend()
     names = sorted({r["branch"] for r in records if r["branch"]})
     for name in names:
-        pts = [(t, names.index(name)) for t, r in zip(times, records, strict=True)
-               if r["branch"] == name]
+        pts = [
+            (t, names.index(name))
+            for t, r in zip(times, records, strict=True)
+            if r["branch"] == name
+        ]
         axes[1].scatter(*zip(*pts, strict=True), s=6, label=name)
     tracked = [(t, -0.5) for t, r in zip(times, records, strict=True) if r["kind"] == "tracked"]
     if tracked:
-        axes[1].scatter(*zip(*tracked, strict=True), s=4, marker="|", color="grey",
-                        label="tracked")
+        axes[1].scatter(*zip(*tracked, strict=True), s=4, marker="|", color="grey", label="tracked")
     axes[1].set_yticks(range(len(names)), names)
     axes[1].set_ylabel("branch")
     axes[2].plot(times, [r["timings_ms"]["total"] for r in records], lw=0.8, label="latency")
