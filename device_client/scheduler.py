@@ -58,7 +58,7 @@ class Plan:
     latency_ms: float
     accuracy: float
     fits: bool
-    link_limited: bool  # would fit but for the link's throughput
+    link_limited: bool  # does not fit, but would at any throughput: a probe may show it does
 
     @property
     def key(self) -> tuple[str, int]:
@@ -97,7 +97,6 @@ class AdaptivePolicy:
         self._current: Plan | None = None
         self._better_streak = 0
         self._group_left = 0
-        self._detected_once = False
         self._lock = threading.Lock()
         self.link.probed(clock())  # the probe budget accrues from the start
 
@@ -115,7 +114,7 @@ class AdaptivePolicy:
     def choose(self, frame: Frame) -> Choice:
         with self._lock:
             current = self._current
-            if current is not None and self._group_left > 0 and self._detected_once:
+            if current is not None and self._group_left > 0:
                 self._group_left -= 1
                 return Choice(
                     current.branch,
@@ -124,10 +123,10 @@ class AdaptivePolicy:
                     predicted_ms=self.track_ms.upper() or 1.0,
                     predicted_accuracy=current.accuracy,
                 )
-            plan = self._decide()
+            plans = self.plans()
+            plan = self._decide(plans)
             self._group_left = plan.interval - 1
-            self._detected_once = True
-            probe = self._probe(plan)
+            probe = self._probe(plan, plans)
             if self.metrics is not None:
                 self.metrics.decisions.labels((probe or plan.branch).id).inc()
             if probe is not None:
@@ -223,8 +222,7 @@ class AdaptivePolicy:
         return plans
 
     # -- decisions ---------------------------------------------------------------------------------
-    def _decide(self) -> Plan:
-        plans = self.plans()
+    def _decide(self, plans: list[Plan]) -> Plan:
         fitting = [p for p in plans if p.fits]
         if fitting:
             best = max(fitting, key=lambda p: (p.accuracy, -self._bytes_mean(p.branch)))
@@ -253,11 +251,11 @@ class AdaptivePolicy:
         self._current = best
         return best
 
-    def _probe(self, plan: Plan) -> Branch | None:
+    def _probe(self, plan: Plan, plans: list[Plan]) -> Branch | None:
         """A more accurate remote branch the link alone rules out, when a probe is due."""
         candidates = [
             p.branch
-            for p in self.plans()
+            for p in plans
             if p.interval == plan.interval
             and p.link_limited
             and p.accuracy > plan.accuracy + self.config.min_gain
