@@ -6,6 +6,7 @@ model (and optionally the version: empty means the newest loaded).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import tarfile
@@ -35,10 +36,15 @@ class BundleArchive:
     @classmethod
     def build(cls, bundle: Bundle) -> BundleArchive:
         buffer = io.BytesIO()
-        # mtime 0 in the gzip header and the tar entries: the same bundle gives the same bytes.
+        # mtime 0 in the gzip header and the tar entries: the same bundle gives the same bytes,
+        # so every replica (and a restarted one) serves the same ETag. (tarfile's "w:gz" would
+        # stamp the gzip header with the build time.)
         # The manifest first: a device then knows every file's name and size before it reads
         # any other entry, and can refuse an unlisted one without unpacking it.
-        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+        with (
+            gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as compressed,
+            tarfile.open(fileobj=compressed, mode="w") as tar,
+        ):
             for name in ["manifest.json", *sorted(bundle.manifest.files)]:
                 path = bundle.root / name
                 info = tarfile.TarInfo(f"{bundle.manifest.name}/{name}")

@@ -243,8 +243,9 @@ def test_under_overload_no_frame_is_answered_after_its_deadline(
     ok = [a for a in answers if a.status.code == pb.FRAME_OK]
     assert ok and len(ok) < len(answers)  # overloaded: some served, some refused
     assert set(codes) <= {pb.FRAME_OK, pb.FRAME_DEADLINE_EXCEEDED, pb.FRAME_RESOURCE_EXHAUSTED}
-    # The server's own account: no OK frame took longer than its budget inside the server.
-    assert all(a.timings.total_ms <= 1e3 * budget_s for a in ok)
+    # The server's own account: no OK frame took longer than its budget inside the server
+    # (give or take the microseconds between its deadline check and its clock reading).
+    assert all(a.timings.total_ms <= 1e3 * budget_s + 5 for a in ok)
 
 
 def test_a_client_that_asks_for_late_answers_gets_them(
@@ -363,11 +364,16 @@ def test_http_holds_at_most_its_connection_limit(hostile_edge: RunningEdge) -> N
     before = hostile_edge.runtime_metric("splitedge_http_connections_refused_total", reason="limit")
     idle = [socket.create_connection(("127.0.0.1", hostile_edge.http_port)) for _ in range(10)]
     try:
-        time.sleep(0.2)  # the server has accepted them all by now
-        refused = hostile_edge.runtime_metric(
-            "splitedge_http_connections_refused_total", reason="limit"
-        )
-        assert refused - before >= 4  # 10 opened, at most 6 held
+        # 10 opened, at most 6 held: at least 4 are closed as soon as they are accepted.
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            refused = hostile_edge.runtime_metric(
+                "splitedge_http_connections_refused_total", reason="limit"
+            )
+            if refused - before >= 4:
+                break
+            time.sleep(0.05)
+        assert refused - before >= 4
     finally:
         for sock in idle:
             sock.close()
