@@ -48,7 +48,9 @@ FORBIDDEN = ("torch", "torchvision", "compressai")
 
 
 def announce(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), file=sys.stderr, flush=True)
+    # One write for the line and its newline: another thread's log line must not land between.
+    sys.stderr.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stderr.flush()
 
 
 def forbidden_modules() -> list[str]:
