@@ -134,12 +134,6 @@ def test_streams_spread_over_replicas_and_each_stays_on_one_in_order(
 
 
 # -- bundles --------------------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge_server/models.py BundleArchive.build: tarfile's gzip header carries the build "
-    "time, so replicas that build at different seconds (or a restarted one) give different "
-    "ETags; reported for issue 12 (fix: gzip.GzipFile(fileobj=..., mode='wb', mtime=0))",
-)
 def test_every_replica_serves_the_bundle_with_one_etag(fleet: Fleet) -> None:
     seen: dict[str, set[str]] = {}
     with httpx.Client(base_url=fleet.balancer.http_url, timeout=30) as http:
