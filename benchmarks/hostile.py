@@ -24,7 +24,9 @@ the before and the after figures. Prints one JSON object; each item says what it
   8 throughput A/B (with `--baseline-root`): this checkout's server and the baseline's, side by
     side and interleaved (ABBA rounds), on bench-edge's batching-on settings: frames/s with 16
     streams and per-frame overhead over the reported tail time at p50 — so that a shared box's
-    changing speed falls on both alike.
+    changing speed falls on both alike;
+  9 sigterm: seconds from SIGTERM to exit while a device-like stream is open and idle (the
+    drain grace is the default 10 s).
 """
 
 from __future__ import annotations
@@ -559,6 +561,29 @@ def item_8(root: Path, baseline: Path, bundle: Path, rounds: int) -> dict[str, A
     }
 
 
+def item_9(root: Path, bundle: Path, valid: pb.InferRequest) -> dict[str, Any]:
+    server = Server(root, bundle, torch_threads=1)
+    hold = threading.Event()
+
+    def requests() -> Any:
+        yield valid
+        hold.wait(300)  # a device keeps its stream open between frames
+
+    channel = grpc.insecure_channel(server.target)
+    try:
+        answers = pb_grpc.SplitInferenceStub(channel).Stream(requests())
+        next(answers)
+        started = time.monotonic()
+        server.process.terminate()
+        server.process.wait(timeout=300)
+        exit_s = time.monotonic() - started
+    finally:
+        hold.set()
+        channel.close()
+        server.stop()
+    return {"9_sigterm": {"exit_s_after_sigterm": round(exit_s, 2), "drain_seconds": 10}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code-root", type=Path, default=ROOT, help="checkout to run from")
@@ -586,6 +611,8 @@ def main() -> None:
         report |= item_6(root, bundle, valid)
     if 7 in items:
         report |= item_7(root, bundle)
+    if 9 in items:
+        report |= item_9(root, bundle, valid)
     if 8 in items and args.baseline_root is not None:
         report |= item_8(root, args.baseline_root.resolve(), bundle, args.rounds)
     print(json.dumps(report, indent=2), flush=True)
