@@ -3,7 +3,7 @@
 - `LinkEstimator`: uplink throughput and round trip. Throughput follows the practice of video
   ABR (dash.js) and AWStream: a fast and a slow EWMA of per-transfer rates, each weighted by the
   transfer's duration, and the estimate is the smaller of the two times a safety factor, so it
-  falls fast and rises slowly. The round trip is tracked apart (TCP's srtt + 4·rttvar), from the
+  falls fast and rises slowly. The round trip is tracked apart (srtt + 2·rttvar, as TCP keeps it), from the
   frames too small to say anything about throughput — a split latent of a few hundred bytes is
   all round trip. Because such frames cannot show that the link got better, the scheduler probes
   (AWStream): now and then one frame takes a larger branch, within `probe_budget` of the link's
@@ -56,7 +56,7 @@ def time_weight(seconds: float, half_life_s: float) -> float:
 @dataclass
 class LinkEstimate:
     throughput_mbit: float
-    rtt_ms: float  # a high percentile of the round trip of a tiny frame
+    rtt_ms: float  # a high percentile (srtt + 2·rttvar) of a tiny frame's round trip
 
 
 @dataclass
@@ -100,16 +100,20 @@ class LinkEstimator:
                 self._base_rtt_ms = (
                     network_ms if base is None else min(network_ms, base + 0.02 * transfer_ms)
                 )
+                # Still a lower bound on the rate: these bytes did cross in that time. It lifts
+                # an estimate that an outage pushed below what the link now plainly carries.
+                floor = nbytes * 8 / (network_ms * 1e3)
+                if floor > self._fast:
+                    self._fast = floor
+                    self._slow = max(self._slow, floor)
+                    self._last_rate = floor
                 return
             self._rate_sample(nbytes * 8 / (transfer_ms * 1e3), transfer_ms / 1e3)
 
     def observe_timeout(self, nbytes: int, waited_ms: float) -> None:
-        """No reply within `waited_ms`. A large frame: the link carried less than its bytes in
-        that time. A small one: the round trip was at least that long."""
+        """No reply within `waited_ms`: the link carried less than these bytes in that time (an
+        outage shows this way even for split frames, which never measure a rate otherwise)."""
         with self._lock:
-            if nbytes < self.min_rate_bytes:
-                self._rtt.add(waited_ms)
-                return
             transfer_ms = waited_ms - (self._base_rtt_ms or 0.0)
             if transfer_ms <= 0:
                 return
@@ -131,7 +135,7 @@ class LinkEstimator:
     # -- estimates ---------------------------------------------------------------------------------
     def estimate(self) -> LinkEstimate:
         with self._lock:
-            return LinkEstimate(self.estimate_locked(), self._rtt.upper(4.0) or 0.0)
+            return LinkEstimate(self.estimate_locked(), self._rtt.upper(2.0) or 0.0)
 
     def estimate_locked(self) -> float:
         return max(min(self._fast, self._slow) * self.safety, 1e-3)
