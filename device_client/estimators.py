@@ -3,10 +3,11 @@
 - `LinkEstimator`: uplink throughput and round trip. Throughput follows the practice of video
   ABR (dash.js) and AWStream: a fast and a slow EWMA of per-transfer rates, each weighted by the
   transfer's duration, and the estimate is the smaller of the two times a safety factor, so it
-  falls fast and rises slowly. The round trip is tracked apart (srtt + 2·rttvar, as TCP keeps it), from the
-  frames too small to say anything about throughput — a split latent of a few hundred bytes is
-  all round trip. Because such frames cannot show that the link got better, the scheduler probes
-  (AWStream): now and then one frame takes a larger branch, within `probe_budget` of the link's
+  falls fast and rises slowly. The round trip is tracked apart (srtt + 2·rttvar, as TCP keeps
+  it), from the frames too small to measure throughput — a split latent of a few hundred bytes
+  is all round trip, and only bounds the rate from below. Because such frames cannot show that
+  the link got better, the scheduler probes (AWStream): now and then one frame takes a larger
+  branch, within `probe_budget` of the link's
   estimated capacity (`probe_due`). A frame that found no reply by its deadline bounds the rate
   from above (its bytes did not arrive in that time), which is how an outage is seen.
 - `EdgeLoad`: the edge's queue wait, and its decode + tail time per branch, from the reply's
