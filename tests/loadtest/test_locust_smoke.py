@@ -73,7 +73,7 @@ def test_every_user_class_gets_answers_and_nothing_but_shedding_fails(
     prefix = tmp_path / "smoke"
     result = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
-         "--headless", "--users", "6", "--spawn-rate", "6", "--run-time", "5s",
+         "--headless", "--users", "6", "--spawn-rate", "6", "--run-time", "10s",
          "--stop-timeout", "3", "--only-summary", "--csv", str(prefix),
          "--host", f"http://127.0.0.1:{edge['http_port']}",
          "--grpc-target", f"127.0.0.1:{edge['grpc_port']}",
