@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from device_client.config import EdgeConfig, GeneratedSource, load_settings
+from device_client.config import EdgeConfig, FolderSource, GeneratedSource, load_settings
 from device_client.grpc_uplink import backoff_delay
 from device_client.sources import (
     Frame,
@@ -47,7 +47,10 @@ def test_live_buffer_drops_the_oldest_and_reports_each_drop() -> None:
     assert buffer.get(0) is None
 
 
-def test_a_slow_consumer_of_a_live_source_loses_no_frame_from_the_books() -> None:
+@pytest.mark.parametrize("kind", ["generated", "folder"])
+def test_a_slow_consumer_of_a_live_source_loses_no_frame_from_the_books(
+    kind: str, tmp_path: Path
+) -> None:
     lock = threading.Lock()
     dropped: list[int] = []
 
@@ -55,7 +58,13 @@ def test_a_slow_consumer_of_a_live_source_loses_no_frame_from_the_books() -> Non
         with lock:
             dropped.append(frame.frame_id)
 
+    config: GeneratedSource | FolderSource
     config = GeneratedSource(kind="generated", fps=200, frames=40, live=True, width=32, height=32)
+    if kind == "folder":  # the same frames as files, read at the camera's rate (benchmarks do)
+        generator = ShapesGenerator(config)
+        for i in range(40):
+            cv2.imwrite(str(tmp_path / f"{i:03d}.png"), generator.frame(i))
+        config = FolderSource(kind="folder", path=tmp_path, pattern="*.png", fps=200, live=True)
     source = open_source(config, 2, on_drop)
     seen = []
     for frame in source:
