@@ -43,10 +43,10 @@ from shared.bundle import (
 from shared.bundle.manifest import SCHEMA_VERSION, FileDigest
 from shared.codecs import CodecId, make_codec
 from split_models.entropy import export_tables
+from split_models.runtime import TAIL_FORMAT
 from split_models.split import SplitModel
 from split_models.teachers import categories, teacher_spec
 
-TAIL_FORMAT = 1
 OPSET = 17
 _PLACEHOLDER = FileDigest(sha256="0" * 64, bytes=0)  # write_manifest computes the real ones
 

@@ -28,9 +28,11 @@ from torch import nn
 from shared.bundle import Bundle, Task, load_bundle
 from shared.bundle.geometry import Size, frame_geometry
 from shared.errors import BundleError
-from split_models.export import TAIL_FORMAT
 from split_models.split import SplitConfig, SplitModel, build_student
 from split_models.teachers import IMAGENET_MEAN, IMAGENET_STD, build_teacher
+
+# The version of tail.pt's layout: export writes it, this runtime refuses any other.
+TAIL_FORMAT = 1
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,9 @@ def test_the_aarch64_check_would_notice_a_package_without_arm_wheels(tmp_path: P
     )
     assert result.returncode != 0
     assert "constriction" in result.stderr
+
+
+def test_edge_extra_does_not_pull_the_device_stack(tmp_path: Path) -> None:
+    edge = names(resolve("edge", tmp_path, "-c", str(ROOT / "constraints.txt")))
+    assert edge >= {"torch", "fastapi", "grpcio-health-checking", "prometheus-client"}
+    assert not edge & {"onnxruntime", "opencv-python-headless"}
