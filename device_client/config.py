@@ -189,7 +189,7 @@ class SchedulerConfig(_Section):
         description="detect every k-th frame (k > 1: track boxes on the frames between)",
     )
     interval_accuracy: tuple[float, ...] = Field(
-        default=(1.0, 0.945, 0.893, 0.78, 0.667),  # benchmarks/tracking.py, oracle detections
+        default=(1.0, 0.94, 0.879, 0.761, 0.643),  # benchmarks/tracking.py, oracle detections
         min_length=1,
         description="share of accuracy kept at each interval (benchmarks/tracking.py measures it)",
     )

@@ -58,6 +58,8 @@ def time_weight(seconds: float, half_life_s: float) -> float:
 class LinkEstimate:
     throughput_mbit: float
     rtt_ms: float  # a high percentile (srtt + 2·rttvar) of a tiny frame's round trip
+    rtt_mean_ms: float = 0.0
+    rtt_deviation_ms: float = 0.0
 
 
 @dataclass
@@ -112,9 +114,13 @@ class LinkEstimator:
             self._rate_sample(nbytes * 8 / (transfer_ms * 1e3), transfer_ms / 1e3)
 
     def observe_timeout(self, nbytes: int, waited_ms: float) -> None:
-        """No reply within `waited_ms`: the link carried less than these bytes in that time (an
-        outage shows this way even for split frames, which never measure a rate otherwise)."""
+        """No reply within `waited_ms`. A large frame: the link carried less than its bytes in
+        that time. A small one says less (the edge or this device may have been the slow part):
+        its round trip was at least that long, which is how an outage shows on split frames."""
         with self._lock:
+            if nbytes < self.min_rate_bytes:
+                self._rtt.add(waited_ms)
+                return
             transfer_ms = waited_ms - (self._base_rtt_ms or 0.0)
             if transfer_ms <= 0:
                 return
@@ -136,7 +142,12 @@ class LinkEstimator:
     # -- estimates ---------------------------------------------------------------------------------
     def estimate(self) -> LinkEstimate:
         with self._lock:
-            return LinkEstimate(self.estimate_locked(), self._rtt.upper(2.0) or 0.0)
+            return LinkEstimate(
+                self.estimate_locked(),
+                self._rtt.upper(2.0) or 0.0,
+                self._rtt.mean or 0.0,
+                self._rtt.deviation,
+            )
 
     def estimate_locked(self) -> float:
         return max(min(self._fast, self._slow) * self.safety, 1e-3)
@@ -177,6 +188,16 @@ class EdgeLoad:
     def queue_ms(self) -> float:
         return self.queue.upper() or 0.0
 
+    def terms(self, branch: str, profiled: float | None) -> list[tuple[float, float]]:
+        """(mean, deviation) of the queue wait and of this branch's decode + tail."""
+        seen = self.compute.get(branch)
+        compute = (
+            (seen.mean, seen.deviation)
+            if seen is not None and seen.mean is not None
+            else (profiled or 0.0, 0.0)
+        )
+        return [(self.queue.mean or 0.0, self.queue.deviation), compute]
+
     def compute_ms(self, branch: str, profiled: float | None) -> float:
         seen = self.compute.get(branch)
         upper = seen.upper() if seen is not None else None
@@ -205,6 +226,13 @@ class Contention:
     @property
     def factor(self) -> float:
         return max(self.ratio.mean or 1.0, 1.0)
+
+    def term(self, branch: str, profiled_ms: float | None) -> tuple[float, float]:
+        """(mean, deviation) of one frame's cost on `branch` here."""
+        seen = self.cost.get(branch)
+        if seen is not None and seen.mean is not None:
+            return seen.mean, seen.deviation
+        return (profiled_ms or 0.0) * self.factor, 0.0
 
     def device_ms(self, branch: str, profiled_ms: float | None, mean: bool = False) -> float:
         """A high percentile of one frame's cost on `branch` (latency), or its mean

@@ -3,7 +3,8 @@
 A plan is a branch of the bundle (a split width, a full-frame image codec, or the local model)
 and a sampling interval k: detect every k-th frame, track the boxes on the frames between.
 
-Latency model, a high percentile rather than the mean (each term is an EWMA + 2–4 deviations):
+Latency model, a high percentile rather than the mean (each term an EWMA with its deviation; a
+plan's prediction is the sum of the means plus two deviations of the sum):
 
     split/jpeg/webp:  device ms × contention + bytes ÷ throughput + RTT + edge queue + edge ms
     local:            local model ms × contention
@@ -49,6 +50,7 @@ from shared.errors import ConfigError
 
 REMOTE_KINDS = ("split", "jpeg", "webp")
 REQUEST_OVERHEAD_BYTES = 120  # ids, sizes, times and gRPC framing around the payload
+SPREAD = 2.0  # deviations above the mean a prediction allows: ≈ the 90th–95th percentile
 
 
 @dataclass(frozen=True)
@@ -182,14 +184,20 @@ class AdaptivePolicy:
         return sum(self._latency_terms(branch))
 
     def _latency_terms(self, branch: Branch) -> tuple[float, float]:
-        """(ms the link's throughput adds, every other ms) of one frame on `branch`."""
-        device = self.device.device_ms(branch.id, branch.device_ms)
+        """(ms the link's throughput adds, every other ms) of one frame on `branch`, at a high
+        percentile: the terms' means plus `SPREAD` deviations of their sum. The terms vary
+        independently, so the sum's deviation is the root of their squares, not their sum:
+        adding each term's own percentile would promise a frame that never happens."""
+        device = self.device.term(branch.id, branch.device_ms)
         if branch.kind not in REMOTE_KINDS:
-            return 0.0, device
+            return 0.0, device[0] + SPREAD * device[1]
         link = self.link.estimate()
         transfer = self._bytes_high(branch) * 8 / (link.throughput_mbit * 1e3)
-        edge = self.edge.queue_ms() + self.edge.compute_ms(branch.id, branch.edge_ms)
-        return transfer, device + link.rtt_ms + edge
+        terms = [device, (link.rtt_mean_ms, link.rtt_deviation_ms)]
+        terms += self.edge.terms(branch.id, branch.edge_ms)
+        mean = sum(m for m, _ in terms)
+        deviation = sum(d * d for _, d in terms) ** 0.5
+        return transfer, mean + SPREAD * deviation
 
     def accuracy(self, branch: Branch, interval: int) -> float:
         return (branch.accuracy or 0.0) * self._accuracy[interval]

@@ -46,12 +46,14 @@ class BoxTracker:
         points_per_box: int = 24,
         score_decay: float = 0.9,
         min_score: float = 0.2,
+        max_tracks: int = 10,
     ) -> None:
         self.scale = scale
         self.keep_frames = keep_frames
         self.points_per_box = points_per_box
         self.score_decay = score_decay
         self.min_score = min_score
+        self.max_tracks = max_tracks
         self._frames: OrderedDict[int, Grey] = OrderedDict()
         self._reference: Grey | None = None
         self._reference_id = -1
@@ -81,7 +83,11 @@ class BoxTracker:
                 return False
             self._seeded_id = frame_id
             tracks = []
-            for detection in detections:
+            # The confident boxes only: a tracked frame must stay cheaper than a detected one.
+            confident = sorted(
+                (d for d in detections if d.score >= self.min_score), key=lambda d: -d.score
+            )[: self.max_tracks]
+            for detection in confident:
                 points = self._features(grey, detection.box)
                 if points is not None:
                     tracks.append(_Track(detection, points))
@@ -116,11 +122,19 @@ class BoxTracker:
         x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
         if x2 - x1 < 4 or y2 - y1 < 4:
             return None
-        mask = np.zeros_like(grey)
-        mask[y1:y2, x1:x2] = 255
+        # Corners of the box and a small margin (an object's corners lie on its box's edge, and
+        # the detector ignores a crop's border), not of the whole frame under a mask: that costs
+        # a full frame per box.
+        m = 4
+        cx1, cy1, cx2, cy2 = max(0, x1 - m), max(0, y1 - m), min(w, x2 + m), min(h, y2 + m)
         points = cv2.goodFeaturesToTrack(
-            grey, self.points_per_box, qualityLevel=0.01, minDistance=2, mask=mask
+            np.ascontiguousarray(grey[cy1:cy2, cx1:cx2]),
+            self.points_per_box,
+            qualityLevel=0.01,
+            minDistance=2,
         )
+        if points is not None:
+            points = points + np.array([cx1, cy1], dtype=np.float32)
         if points is None or len(points) < 3:
             # A flat box: track a grid of its points instead (LK still follows its edges).
             xs, ys = np.meshgrid(np.linspace(x1, x2 - 1, 5), np.linspace(y1, y2 - 1, 5))
