@@ -80,7 +80,9 @@ class LinkEstimator:
     min_rate_bytes: int = 4096
     _fast: float = field(init=False)
     _slow: float = field(init=False)
-    _rtt: Ewma = field(default_factory=lambda: Ewma(alpha=0.125))
+    # TCP's rttvar gain (1/4) for both: a detection may come only every k-th frame, so the
+    # round trip must recover from a bad stretch in a few samples.
+    _rtt: Ewma = field(default_factory=lambda: Ewma(alpha=0.25))
     _base_rtt_ms: float | None = None
     _last_probe: float | None = None
     _last_rate: float = 0.0

@@ -18,11 +18,11 @@ Accuracy model: the branch's measured accuracy from the bundle manifest × the s
 kept at interval k (`scheduler.interval_accuracy`, measured offline on annotated clips).
 
 Decision: among the plans whose predicted latency ≤ SLA ÷ margin (1.3, as ApproxDet) and that are
-sustainable, the most accurate (fewer bytes on a tie); if none, the fastest at the longest
-interval. Hysteresis: the current plan is kept while it still fits unless a better one has won
-`switch_up_after` decisions in a row and adds at least `min_gain`; a plan that no longer fits is
-left at once (fall fast, rise slowly). Switching width or image quality is free: the heads are
-loaded once and the codecs are parameters.
+sustainable, the most accurate (fewer bytes on a tie); if none, the fastest sustainable plan
+(if none is sustainable, the fastest at the longest interval). Hysteresis: the current plan is
+kept while it still fits unless a better one has won `switch_up_after` decisions in a row and
+adds at least `min_gain`; a plan that no longer fits is left at once (fall fast, rise slowly).
+Switching width or image quality is free: the heads are loaded once, the codecs are parameters.
 
 Probing: a split latent is too small to show that the link got better, so when a more accurate
 remote plan is ruled out by the link alone, one frame now and then takes that branch instead
@@ -60,6 +60,7 @@ class Plan:
     latency_ms: float
     accuracy: float
     fits: bool
+    sustainable: bool  # its bytes and device time per second fit, whatever its latency
     link_limited: bool  # does not fit, but would at any throughput: a probe may show it does
 
     @property
@@ -226,7 +227,17 @@ class AdaptivePolicy:
                 fits = latency <= budget and device_ok and link_ok
                 # Ruled out by the link alone: it would fit at any throughput.
                 link_limited = not fits and device_ok and rest <= budget
-                plans.append(Plan(branch, k, latency, self.accuracy(branch, k), fits, link_limited))
+                plans.append(
+                    Plan(
+                        branch,
+                        k,
+                        latency,
+                        self.accuracy(branch, k),
+                        fits,
+                        device_ok and link_ok,
+                        link_limited,
+                    )
+                )
         return plans
 
     # -- decisions ---------------------------------------------------------------------------------
@@ -235,8 +246,14 @@ class AdaptivePolicy:
         if fitting:
             best = max(fitting, key=lambda p: (p.accuracy, -self._bytes_mean(p.branch)))
         else:
-            # Nothing meets the SLA: the fastest, and as few detections as the knobs allow.
-            best = min(plans, key=lambda p: (p.latency_ms, -p.interval))
+            # Nothing meets the SLA: the fastest plan the device and link can sustain (the most
+            # accurate of equally fast ones: sampling does not shorten a frame's latency); if
+            # none is sustainable, the fastest with as few detections as the knobs allow.
+            sustainable = [p for p in plans if p.sustainable]
+            if sustainable:
+                best = min(sustainable, key=lambda p: (p.latency_ms, -p.accuracy))
+            else:
+                best = min(plans, key=lambda p: (p.latency_ms, -p.interval))
         current = self._current
         if current is not None:
             now = next(p for p in plans if p.key == current.key)
