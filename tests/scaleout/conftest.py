@@ -33,7 +33,7 @@ SERVE_ARGS = (
     "--max-queue-delay-ms",
     "300",
 )
-# Checks every second, down after 2 misses: a draining replica keeps its streams ≥ 1 s to answer
+# Checks every second, down after 3 misses: a draining replica keeps its streams ≥ 2 s to answer
 # what it admitted, then the balancer cuts them (`on-marked-down shutdown-sessions`).
 CHECK_INTERVAL = "1s"
 
