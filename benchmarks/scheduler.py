@@ -383,7 +383,6 @@ def score(
 
 
 def coco_map(truth: dict[str, Any], detections: list[dict[str, Any]]) -> float:
-    import contextlib as _c
     import io
 
     from pycocotools.coco import COCO
@@ -391,7 +390,7 @@ def coco_map(truth: dict[str, Any], detections: list[dict[str, Any]]) -> float:
 
     if not detections:
         return 0.0
-    with _c.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
         gt.dataset = json.loads(json.dumps(truth))
         gt.createIndex()

@@ -200,10 +200,6 @@ class EdgeLoad:
         )
         return [(self.queue.mean or 0.0, self.queue.deviation), compute]
 
-    def compute_ms(self, branch: str, profiled: float | None) -> float:
-        seen = self.compute.get(branch)
-        upper = seen.upper() if seen is not None else None
-        return upper if upper is not None else (profiled or 0.0)
 
 
 @dataclass
@@ -236,11 +232,6 @@ class Contention:
             return seen.mean, seen.deviation
         return (profiled_ms or 0.0) * self.factor, 0.0
 
-    def device_ms(self, branch: str, profiled_ms: float | None, mean: bool = False) -> float:
-        """A high percentile of one frame's cost on `branch` (latency), or its mean
-        (`mean=True`: what the frame rate must sustain)."""
-        seen = self.cost.get(branch)
-        value = (seen.mean if mean else seen.upper()) if seen is not None else None
-        if value is not None:
-            return value
-        return (profiled_ms or 0.0) * self.factor
+    def mean_ms(self, branch: str, profiled_ms: float | None) -> float:
+        """One frame's mean cost on `branch` here: what the frame rate must sustain."""
+        return self.term(branch, profiled_ms)[0]

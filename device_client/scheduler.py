@@ -216,7 +216,7 @@ class AdaptivePolicy:
         for branch in self.branches:
             transfer, rest = self._latency_terms(branch)
             latency = transfer + rest
-            device = self.device.device_ms(branch.id, branch.device_ms, mean=True)
+            device = self.device.mean_ms(branch.id, branch.device_ms)
             for k in self.config.intervals:
                 per_second_device = (device + (k - 1) * track_ms) / k * self.fps
                 device_ok = per_second_device <= budget_ms

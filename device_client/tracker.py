@@ -94,9 +94,6 @@ class BoxTracker:
             self._reference, self._reference_id, self._tracks = grey, frame_id, tracks
             return True
 
-    @property
-    def seeded_id(self) -> int:
-        return self._seeded_id
 
     def track(self, frame_id: int) -> tuple[Detection, ...] | None:
         """The tracks moved onto a remembered frame; None when nothing was ever seeded."""
