@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.scheduler import coco_map
-from device_client.outcomes import Detection
 from device_client.tracker import BoxTracker
+from shared.results import Detection
 
 
 def main() -> None:

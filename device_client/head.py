@@ -5,6 +5,12 @@ and the entropy coder, built once per bundle.
     runner.set_width(0.5)                      # an index changes; no session is created
     out = runner.run(frame_rgb)                # preprocess → (gate) → head → quantize → encode
     out.payload                                # None when the prefilter said "nothing here"
+    out.timings_ms                             # {"preprocess", "prefilter"?, "head"?, "encode"?}
+
+The pipeline runs the same steps in two calls, because the branch is chosen between them:
+`prepare` (preprocess, and the gate when asked) for every frame, then `encode` (head, the head's
+own score, entropy coding) only for frames that take a split branch. `run` is the two together.
+`head`, `prefilter` and `codec` stay public for tools that time or compare the raw graphs.
 
 Gating: with `gate=True` the small prefilter graph (stem + prefilter) runs first and the head only
 when the score reaches the manifest's threshold; otherwise the head's own score output is used
@@ -32,6 +38,18 @@ from shared.errors import BundleError
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A frame ready for a head: preprocessed and, with the gate on, scored by the prefilter."""
+
+    head_input: HeadInput
+    gate_score: float | None  # None when the gate did not run
+    timings_ms: dict[str, float]
+
+    def gated_out(self, threshold: float) -> bool:
+        return self.gate_score is not None and self.gate_score < threshold
+
+
+@dataclass(frozen=True)
 class HeadOutput:
     """One frame's result on the device. `latent` and `payload` are None when gated out."""
 
@@ -39,7 +57,12 @@ class HeadOutput:
     prefilter_score: float
     latent: npt.NDArray[np.float32] | None
     payload: Payload | None
-    head_ms: float
+    timings_ms: dict[str, float]  # preprocess, prefilter (gated), head, encode
+
+    @property
+    def head_ms(self) -> float:
+        """Gate, head and encoding: the device's share of a split frame after preprocessing."""
+        return sum(ms for stage, ms in self.timings_ms.items() if stage != "preprocess")
 
 
 CPU_ONLY = ("CPUExecutionProvider",)
@@ -110,14 +133,47 @@ class HeadRunner:
         (score,) = self.gate_session.run(None, {"image": image})
         return float(score.reshape(-1)[0])
 
-    def run(self, frame: Image, colour_order: str = "RGB", gate: bool = False) -> HeadOutput:
+    def prepare(self, frame: Image, colour_order: str = "RGB", gate: bool = False) -> Prepared:
+        """Preprocess a captured frame; with `gate`, also run the small prefilter graph."""
+        started = time.perf_counter()
         head_input = self.preprocess(frame, colour_order)
-        start = time.perf_counter()
+        timings = {"preprocess": _since(started)}
+        score = None
         if gate:
+            started = time.perf_counter()
             score = self.prefilter(head_input.image)
-            if score < self.threshold:
-                elapsed = (time.perf_counter() - start) * 1e3
-                return HeadOutput(head_input, score, None, None, elapsed)
-        latent, score = self.head(head_input.image)
-        head_ms = (time.perf_counter() - start) * 1e3
-        return HeadOutput(head_input, score, latent, self.codec.encode(latent), head_ms)
+            timings["prefilter"] = _since(started)
+        return Prepared(head_input, score, timings)
+
+    def encode(
+        self, prepared: Prepared, width: float | None = None, threshold: float | None = None
+    ) -> HeadOutput:
+        """The head at `width` (default: the current one), then the entropy coder. Without the
+        gate, the head's own prefilter score decides: below `threshold` nothing is encoded."""
+        if width is not None:
+            self.set_width(width)
+        timings = dict(prepared.timings_ms)
+        started = time.perf_counter()
+        latent, score = self.head(prepared.head_input.image)
+        timings["head"] = _since(started)
+        if prepared.gate_score is not None:
+            score = prepared.gate_score
+        elif threshold is not None and score < threshold:
+            return HeadOutput(prepared.head_input, score, None, None, timings)
+        started = time.perf_counter()
+        payload = self.codec.encode(latent)
+        timings["encode"] = _since(started)
+        return HeadOutput(prepared.head_input, score, latent, payload, timings)
+
+    def run(self, frame: Image, colour_order: str = "RGB", gate: bool = False) -> HeadOutput:
+        """`prepare` and `encode` in one call; gated out below the manifest's threshold."""
+        prepared = self.prepare(frame, colour_order, gate)
+        if prepared.gate_score is not None and prepared.gated_out(self.threshold):
+            return HeadOutput(
+                prepared.head_input, prepared.gate_score, None, None, prepared.timings_ms
+            )
+        return self.encode(prepared)
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1e3

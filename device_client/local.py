@@ -4,13 +4,17 @@ Detection (`local.onnx`): the original frame in (H, W, 3 uint8 RGB) — torchvis
 is inside the graph — and boxes (x1, y1, x2, y2 in original pixels), scores, labels out.
 Classification: the preprocessed head input in (1, H, W, 3 uint8), logits out.
 
+`run` is the fallback's one call: the tasks asked for, decoded to `shared.results.Results` (class
+names, softmax top-k) so nothing downstream knows the graphs' raw outputs. `detect` / `classify`
+are the raw graphs, for tools that time or compare them.
+
 Never imports torch.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from device_client.head import CPU_ONLY, make_session
 from device_client.preprocess import Image, Preprocessor
 from shared.bundle import Bundle, Task, load_bundle
 from shared.errors import BundleError
+from shared.results import Classification, Detection, Results, detections_from_arrays, top_k_classes
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,19 @@ class LocalRunner:
         start = time.perf_counter()
         run()
         return (time.perf_counter() - start) * 1e3
+
+    def run(self, frame: Image, tasks: Iterable[Task]) -> Results:
+        """The bundle's full models on an HxWx3 uint8 RGB frame, for each of `tasks` this bundle
+        has a local model for; labels named from the manifest."""
+        wanted = set(tasks)
+        detections: tuple[Detection, ...] = ()
+        classifications: tuple[Classification, ...] = ()
+        if "detection" in wanted and "detection" in self.sessions:
+            found = self.detect(frame)
+            detections = detections_from_arrays(found.boxes, found.scores, found.labels)
+        if "classification" in wanted and "classification" in self.sessions:
+            classifications = top_k_classes(self.classify(frame))
+        return Results(detections, classifications).labelled(self.bundle.manifest.classes)
 
     def _session(self, task: Task) -> ort.InferenceSession:
         if task not in self.sessions:

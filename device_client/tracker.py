@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from device_client.outcomes import Detection
+from shared.results import Detection
 
 Grey = npt.NDArray[np.uint8]
 

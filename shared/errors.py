@@ -19,7 +19,10 @@
           └── ShuttingDown    the server is draining and takes no new frames (UNAVAILABLE)
 
 The FrameError codes are gRPC's canonical status numbers (the proto's FrameCode mirrors them), so
-the edge maps an error to a status in one place and the device maps it back.
+one table maps each way: an error's `code` is its in-band FrameCode and its gRPC status,
+`http_status` its HTTP status, and `frame_error(code, message)` gives the device back the typed
+error an edge answered with (`shared/messages.error_of` reads it off a reply). A test ties
+`CODE_NAMES` to the proto's FrameCode.
 
 Every message says what was wrong, what was expected, and what to do where that is not obvious.
 """
@@ -53,6 +56,11 @@ class FrameError(SplitEdgeError):
 
     code = 13  # INTERNAL: a subclass says what went wrong more precisely
     http_status = 500
+
+    @property
+    def code_name(self) -> str:
+        """The code as the outcome lines and metrics spell it: `resource_exhausted`."""
+        return CODE_NAMES.get(self.code, "unknown")
 
 
 class InvalidRequest(FrameError):
@@ -124,3 +132,42 @@ class SourceError(SplitEdgeError):
 class UplinkUnavailable(SplitEdgeError):
     """The edge cannot take this frame now: no stream is up (connecting, backing off, or lost
     while the frame was in flight). The frame was not computed by the edge."""
+
+
+# gRPC's canonical codes by name (= the proto's FrameCode without its FRAME_ prefix).
+CODE_NAMES = {
+    0: "ok",
+    1: "cancelled",
+    2: "unknown",
+    3: "invalid_argument",
+    4: "deadline_exceeded",
+    5: "not_found",
+    8: "resource_exhausted",
+    9: "failed_precondition",
+    13: "internal",
+    14: "unavailable",
+    16: "unauthenticated",
+}
+
+# The class a device rebuilds for each code. UNAVAILABLE is NotReady whether the edge was still
+# loading or already draining: both mean "this edge, not now", and the message says which.
+_BY_CODE: dict[int, type[FrameError]] = {
+    InvalidRequest.code: InvalidRequest,
+    UnknownModel.code: UnknownModel,
+    DeadlineMissed.code: DeadlineMissed,
+    Unauthenticated.code: Unauthenticated,
+    NotReady.code: NotReady,
+}
+
+
+def frame_error(code: int, message: str, retry_after_ms: int = 0) -> FrameError:
+    """The typed error for a FrameCode / gRPC status code (FrameError itself for codes without a
+    class of their own, with that code)."""
+    if code == Overloaded.code:
+        return Overloaded(message, retry_after_ms)
+    cls = _BY_CODE.get(code)
+    if cls is not None:
+        return cls(message)
+    error = FrameError(message)
+    error.code = code
+    return error

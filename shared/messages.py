@@ -1,16 +1,37 @@
-"""Conversions between the codec's Payload / (height, width) sizes and the wire messages.
+"""The one translation layer between the wire (`splitedge.v1` messages and enums) and the domain.
 
-One place for them, so that the device's uplink and the edge's front doors cannot disagree.
+    request = infer_request(FrameRequest(...), latent=payload)       # the device, tools, tests
+    tasks = tasks_from_wire(request.tasks, served=manifest.tasks)    # the edge
+    fill_results(response, results); results_of(response)            # both ends
+    error = error_of(response.status)                                # a typed FrameError, or None
+    response.status.CopyFrom(status_of(error))
+
+Every wire ↔ domain map lives here or in the enum it is tied to (`shared.codecs.CodecId` for
+codecs, `shared.errors` for frame codes): nothing else spells `TASK_…`, `FRAME_…` or `CODEC_…`.
+Torch-free, and free of either side.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from shared.bundle.manifest import Task
 from shared.codecs import CodecId, Payload
+from shared.errors import FrameError, InvalidRequest, Overloaded, frame_error
+from shared.results import Classification, Detection, Results, ServerTimings
 from shared.wire import pb
 
 Size = tuple[int, int]  # (height, width)
 
+TASK_IDS: dict[Task, pb.Task] = {
+    "detection": pb.TASK_DETECTION,
+    "classification": pb.TASK_CLASSIFICATION,
+}
+TASK_NAMES: dict[int, Task] = {wire: name for name, wire in TASK_IDS.items()}
 
+
+# -- sizes and payloads ----------------------------------------------------------------------------
 def latent_message(payload: Payload) -> pb.Latent:
     return pb.Latent(
         codec=pb.Codec.Name(payload.codec), shape=list(payload.shape), strings=payload.strings
@@ -22,9 +43,140 @@ def latent_payload(latent: pb.Latent) -> Payload:
     return Payload(CodecId(latent.codec), tuple(latent.shape), tuple(latent.strings))
 
 
+def image_message(payload: Payload) -> pb.EncodedImage:
+    return pb.EncodedImage(codec=pb.Codec.Name(payload.codec), data=payload.strings[0])
+
+
 def image_size(size: Size) -> pb.ImageSize:
     return pb.ImageSize(height=size[0], width=size[1])
 
 
 def size_of(message: pb.ImageSize) -> Size:
     return (message.height, message.width)
+
+
+# -- tasks -----------------------------------------------------------------------------------------
+def task_ids(tasks: Iterable[Task]) -> list[pb.Task]:
+    return [TASK_IDS[t] for t in tasks]
+
+
+def tasks_from_wire(ids: Sequence[int], served: Sequence[Task], model: str) -> tuple[Task, ...]:
+    """The tasks a request asks for (all that `model` serves when it names none), sorted."""
+    if not ids:
+        return tuple(served)
+    asked: set[Task] = set()
+    for wire in ids:
+        name = TASK_NAMES.get(wire)
+        if name is None or name not in served:
+            raise InvalidRequest(f"model {model} serves tasks {list(served)}, not {wire}")
+        asked.add(name)
+    return tuple(sorted(asked))
+
+
+# -- requests --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FrameRequest:
+    """What a request says about its frame besides the payload."""
+
+    model_name: str
+    model_version: str = ""
+    branch_id: str = ""
+    tasks: tuple[Task, ...] = ()
+    stream_id: str = ""
+    frame_id: int = 0
+    capture_time_ns: int = 0
+    deadline_ns: int = 0
+    original_size: Size | None = None
+
+
+def infer_request(
+    frame: FrameRequest,
+    *,
+    latent: Payload | None = None,
+    input_size: Size | None = None,
+    image: Payload | None = None,
+) -> pb.InferRequest:
+    """The one way to build an InferRequest: a split frame's latent (with the size the head saw)
+    or a whole frame's image."""
+    if (latent is None) == (image is None):
+        raise ValueError("a request carries exactly one of a latent or an image")
+    request = pb.InferRequest(
+        stream_id=frame.stream_id,
+        frame_id=frame.frame_id,
+        model_name=frame.model_name,
+        model_version=frame.model_version,
+        branch_id=frame.branch_id,
+        tasks=task_ids(frame.tasks),
+        capture_time_unix_ns=frame.capture_time_ns,
+        deadline_unix_ns=frame.deadline_ns,
+    )
+    if frame.original_size is not None:
+        request.original_size.CopyFrom(image_size(frame.original_size))
+    if latent is not None:
+        request.latent.CopyFrom(latent_message(latent))
+        if input_size is not None:
+            request.input_size.CopyFrom(image_size(input_size))
+    elif image is not None:
+        request.image.CopyFrom(image_message(image))
+    return request
+
+
+# -- results ---------------------------------------------------------------------------------------
+def fill_results(response: pb.InferResponse, results: Results) -> None:
+    for det in results.detections:
+        x1, y1, x2, y2 = det.box
+        response.detections.add(
+            box=pb.Box(x_min=x1, y_min=y1, x_max=x2, y_max=y2),
+            score=det.score,
+            label_id=det.label_id,
+            label=det.label,
+        )
+    for cls in results.classifications:
+        response.classifications.add(label_id=cls.label_id, score=cls.score, label=cls.label)
+
+
+def results_of(response: pb.InferResponse) -> Results:
+    return Results(
+        tuple(
+            Detection((d.box.x_min, d.box.y_min, d.box.x_max, d.box.y_max), d.score,
+                      d.label_id, d.label)
+            for d in response.detections
+        ),
+        tuple(Classification(c.label_id, c.score, c.label) for c in response.classifications),
+    )
+
+
+def timings_message(timings: ServerTimings) -> pb.StageTimings:
+    return pb.StageTimings(
+        queue_wait_ms=timings.queue_wait_ms,
+        decode_ms=timings.decode_ms,
+        tail_ms=timings.tail_ms,
+        total_ms=timings.total_ms,
+        batch_size=timings.batch_size,
+    )
+
+
+def timings_of(response: pb.InferResponse) -> ServerTimings:
+    t = response.timings
+    return ServerTimings(t.queue_wait_ms, t.decode_ms, t.tail_ms, t.total_ms, t.batch_size)
+
+
+# -- frame status ----------------------------------------------------------------------------------
+OK = pb.FrameStatus(code=pb.FRAME_OK)
+
+
+def status_of(error: FrameError) -> pb.FrameStatus:
+    """A frame's in-band status for a typed error (FrameCode numbers are gRPC's)."""
+    known = error.code in pb.FrameCode.values()
+    return pb.FrameStatus(
+        code=pb.FrameCode.Name(error.code) if known else "FRAME_INTERNAL",
+        message=str(error),
+        retry_after_ms=error.retry_after_ms if isinstance(error, Overloaded) else 0,
+    )
+
+
+def error_of(status: pb.FrameStatus) -> FrameError | None:
+    """The typed error an in-band status stands for; None for FRAME_OK."""
+    if status.code == pb.FRAME_OK:
+        return None
+    return frame_error(status.code, status.message, status.retry_after_ms)

@@ -23,6 +23,7 @@ from device_client.sources import Frame, GeneratedFrames, ShapesGenerator
 from device_client.uplink import InMemoryUplink
 from shared.bundle import Bundle, load_bundle
 from shared.codecs import CodecId
+from shared.errors import Overloaded
 from shared.wire import pb
 from tests.device_client.bundle_factory import scene
 from tests.device_client.conftest import wait_for
@@ -241,6 +242,10 @@ def test_an_error_reply_is_a_failure_with_its_code(
     outcomes = rig.run(2)
     assert {o["reason"] for o in outcomes.values()} == {"edge_error:resource_exhausted"}
     assert {o["kind"] for o in outcomes.values()} == {"local"}
+    # The device gets the typed error back, not only its name.
+    errors = [o.error for o in rig.policy.seen]
+    assert all(isinstance(e, Overloaded) and e.retry_after_ms == 50 for e in errors), errors
+    assert {o["error"]["type"] for o in outcomes.values()} == {"Overloaded"}
 
 
 def test_policy_branches_local_jpeg_and_skip(
@@ -268,3 +273,38 @@ def test_a_frame_that_breaks_the_head_is_dropped_and_the_stream_goes_on(
     rig.pipeline.process(Frame(1, busy, time.time_ns(), time.monotonic()))
     kinds = {r["frame_id"]: (r["kind"], r["reason"]) for r in rig.sink.records}
     assert kinds == {0: ("dropped", "failed"), 1: ("edge", None)}
+
+
+def test_the_local_runner_returns_named_top_k_results(
+    bundle: Bundle, runners: tuple[HeadRunner, LocalRunner]
+) -> None:
+    local = runners[1]
+    image = ShapesGenerator(scene()).frame(1)
+    results = local.run(image, ("detection", "classification"))
+    names = bundle.manifest.classes
+    found = local.detect(image)
+    assert len(results.detections) == len(found.scores)
+    assert all(d.label == names["detection"][d.label_id] for d in results.detections)
+    if "classification" in local.sessions:
+        probabilities = [c.score for c in results.classifications]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert 0 < len(probabilities) <= 5 and all(0 <= p <= 1 for p in probabilities)
+    assert local.run(image, ()).detections == ()
+
+
+def test_the_head_runner_prepares_then_encodes_with_stage_timings(
+    runners: tuple[HeadRunner, LocalRunner]
+) -> None:
+    head = runners[0]
+    image = ShapesGenerator(scene()).frame(1)
+    prepared = head.prepare(image, gate=True)
+    assert prepared.gate_score is not None and set(prepared.timings_ms) == {
+        "preprocess", "prefilter"
+    }
+    out = head.encode(prepared, min(head.widths))
+    assert out.payload is not None and head.width == min(head.widths)
+    assert set(out.timings_ms) == {"preprocess", "prefilter", "head", "encode"}
+    assert out.prefilter_score == prepared.gate_score
+    ungated = head.prepare(image)
+    skipped = head.encode(ungated, threshold=2.0)  # no score reaches 2: nothing is encoded
+    assert skipped.payload is None and "encode" not in skipped.timings_ms

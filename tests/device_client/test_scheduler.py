@@ -17,7 +17,7 @@ from device_client.grpc_uplink import GrpcUplink
 from device_client.head import HeadRunner
 from device_client.local import LocalRunner
 from device_client.metrics import DeviceMetrics
-from device_client.outcomes import Detection, Outcome, ServerTimings
+from device_client.outcomes import Outcome
 from device_client.pipeline import Pipeline
 from device_client.scheduler import AdaptivePolicy
 from device_client.simlink import SimulatedLink
@@ -26,6 +26,7 @@ from device_client.tracker import BoxTracker
 from device_client.uplink import InMemoryUplink
 from shared.bundle import Branch, Manifest, load_bundle
 from shared.errors import ConfigError
+from shared.results import Detection, ServerTimings
 from shared.wire import pb
 from tests.device_client.bundle_factory import scene
 from tests.device_client.conftest import EdgeProcess, free_port
