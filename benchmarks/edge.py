@@ -31,7 +31,8 @@ import grpc
 import numpy as np
 
 from device_client.head import HeadRunner
-from shared.messages import image_size, latent_message
+from shared.bundle import split_branch_id
+from shared.messages import FrameRequest, infer_request
 from shared.wire import pb, pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,12 +67,14 @@ def build_request(bundle: Path) -> tuple[pb.InferRequest, Any]:
     assert out.payload is not None
     geometry = out.head_input.geometry
     manifest = runner.bundle.manifest
-    request = pb.InferRequest(
-        model_name=manifest.name,
-        branch_id=f"split-w{round(runner.width * 100):03d}",
-        latent=latent_message(out.payload),
-        original_size=image_size(geometry.original),
-        input_size=image_size(geometry.input_size),
+    request = infer_request(
+        FrameRequest(
+            manifest.name,
+            branch_id=split_branch_id(runner.width),
+            original_size=geometry.original,
+        ),
+        latent=out.payload,
+        input_size=geometry.input_size,
     )
     return request, (runner, out, geometry)
 

@@ -27,7 +27,7 @@ from device_client.outcomes import NO_RESULTS, FrameJob, OutcomeKind
 from device_client.policy import BranchPolicy
 from device_client.tracker import BoxTracker
 from shared.bundle import Manifest, Task
-from shared.codecs import CodecId, ImageCodec
+from shared.codecs import CodecId, codec_spec, make_codec
 from shared.messages import FrameRequest, infer_request
 from shared.results import Results
 from shared.wire import pb
@@ -86,10 +86,7 @@ class Stages:
         self.tasks: tuple[Task, ...] = tuple(config.tasks)
         self.stream_id = stream_id
         self._deadline_ns = int(edge.sla_ms * 1e6)
-        self._image_codecs = {
-            CodecId.JPEG: ImageCodec(CodecId.JPEG, 90),
-            CodecId.WEBP: ImageCodec(CodecId.WEBP, 90),
-        }
+        self._image_codecs = {c: make_codec(c, quality=90) for c in (CodecId.JPEG, CodecId.WEBP)}
 
     def run(self, job: FrameJob) -> Step:
         frame, prefilter = job.frame, self.config.prefilter
@@ -141,7 +138,7 @@ class Stages:
                 return Finish("prefiltered")
             return Send(infer_request(about, latent=out.payload, input_size=geometry.input_size))
         # jpeg / webp: the whole frame
-        codec = CodecId[branch.codec] if branch.codec else CodecId[branch.kind.upper()]
+        codec = codec_spec(branch.codec or branch.kind).id
         started = time.perf_counter()
         image = self._image_codecs[codec].encode(frame.image)
         job.timings_ms["encode"] = (time.perf_counter() - started) * 1e3

@@ -22,7 +22,9 @@ from grpc_reflection.v1alpha import reflection
 
 from edge_server.redact import echoed
 from edge_server.runtime import Caller, EdgeRuntime
-from shared.errors import FrameError, Overloaded
+from shared.codecs import codec_spec
+from shared.errors import FrameError, InvalidRequest, Overloaded
+from shared.messages import grpc_code, status_of, task_ids
 from shared.wire import pb, pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
@@ -30,7 +32,6 @@ OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # probes carry 
 
 ACCEPT_LATE = "splitedge-accept-late"  # metadata: "1" answers frames computed past their deadline
 
-_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 _Message = TypeVar("_Message", bound=ProtoMessage)
 
 
@@ -126,7 +127,7 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         except FrameError as exc:
             if isinstance(exc, Overloaded):
                 context.set_trailing_metadata((("retry-after-ms", str(exc.retry_after_ms)),))
-            await context.abort(_GRPC_CODES[exc.code], str(exc))
+            await context.abort(grpc_code(exc), str(exc))
             raise  # unreachable: abort raises
 
     async def Stream(
@@ -172,9 +173,7 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         self, request: pb.InferRequest | Unparsable, caller: Caller
     ) -> pb.InferResponse:
         if isinstance(request, Unparsable):
-            return pb.InferResponse(
-                status=pb.FrameStatus(code=pb.FRAME_INVALID_ARGUMENT, message=request.error)
-            )
+            return pb.InferResponse(status=status_of(InvalidRequest(request.error)))
         try:
             return await self.runtime.infer(request, caller)
         except FrameError as exc:
@@ -184,11 +183,7 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
                 model_name=echoed(request.model_name),
                 model_version=echoed(request.model_version),
                 branch_id=echoed(request.branch_id),
-                status=pb.FrameStatus(
-                    code=pb.FrameCode.Name(exc.code),
-                    message=str(exc),
-                    retry_after_ms=exc.retry_after_ms if isinstance(exc, Overloaded) else 0,
-                ),
+                status=status_of(exc),
             )
 
     async def ListModels(
@@ -205,7 +200,7 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             info = response.models.add(
                 name=model.name,
                 version=model.version,
-                tasks=[pb.Task.Value("TASK_" + t.upper()) for t in manifest.tasks],
+                tasks=task_ids(manifest.tasks),
                 classes=list(manifest.classes.get(manifest.tasks[0], ())),
             )
             for branch in manifest.branches:
@@ -218,7 +213,7 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
                     device_ms=branch.device_ms or 0.0,
                     edge_ms=branch.edge_ms or 0.0,
                     accuracy=branch.accuracy or 0.0,
-                    codec=pb.Codec.Value("CODEC_" + branch.codec) if branch.codec else 0,
+                    codec=codec_spec(branch.codec).id if branch.codec else 0,
                 )
                 if branch.input_size:
                     item.input_size.height, item.input_size.width = branch.input_size

@@ -17,10 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from edge_server.grpc_api import bearer_ok
 from edge_server.redact import shown
 from edge_server.runtime import Caller, EdgeRuntime
+from shared.bundle import Task
+from shared.codecs import MEDIA_TYPES, Payload
 from shared.errors import FrameError, InvalidRequest, Overloaded, Unauthenticated
-from shared.wire import pb
-
-IMAGE_TYPES = {"image/jpeg": pb.CODEC_JPEG, "image/webp": pb.CODEC_WEBP, "image/png": pb.CODEC_PNG}
+from shared.messages import TASK_IDS, FrameRequest, infer_request
 
 
 def build_http_app(runtime: EdgeRuntime) -> FastAPI:
@@ -127,9 +127,9 @@ def build_http_app(runtime: EdgeRuntime) -> FastAPI:
         limit = runtime.limits.max_payload_bytes
         if content_length is not None and content_length > limit:
             raise _TooLarge(f"body of {content_length} bytes, at most {limit}")
-        codec = IMAGE_TYPES.get((request.headers.get("content-type") or "").split(";")[0])
+        codec = MEDIA_TYPES.get((request.headers.get("content-type") or "").split(";")[0])
         if codec is None:
-            raise InvalidRequest(f"Content-Type must be one of {sorted(IMAGE_TYPES)}")
+            raise InvalidRequest(f"Content-Type must be one of {sorted(MEDIA_TYPES)}")
         body = bytearray()
         try:
             async with asyncio.timeout(settings.http_body_timeout_s):
@@ -141,13 +141,11 @@ def build_http_app(runtime: EdgeRuntime) -> FastAPI:
             raise _TooSlow(
                 f"the body did not arrive within {settings.http_body_timeout_s:g} s"
             ) from None
-        tasks = ["TASK_" + t.upper() for t in task or () if _known_task(t)]
+        tasks = tuple(_known_task(t) for t in task or ())
         answer = await runtime.infer(
-            pb.InferRequest(
-                model_name=model,
-                model_version=version,
-                tasks=tasks,
-                image=pb.EncodedImage(codec=codec, data=bytes(body)),
+            infer_request(
+                FrameRequest(model_name=model, model_version=version, tasks=tasks),
+                image=Payload(codec, (), (bytes(body),)),
             ),
             Caller(_client(request, authorization, tokens)),
         )
@@ -179,10 +177,11 @@ def _client(request: Request, authorization: str | None, tokens: list[str]) -> s
     return f"http:{peer.host}:{peer.port}" if peer else "http"
 
 
-def _known_task(task: str) -> bool:
-    if task not in ("detection", "classification"):
-        raise InvalidRequest(f"unknown task {shown(task)}: detection or classification")
-    return True
+def _known_task(task: str) -> Task:
+    for known in TASK_IDS:
+        if task == known:
+            return known
+    raise InvalidRequest(f"unknown task {shown(task)}: {' or '.join(TASK_IDS)}")
 
 
 def _summary(model: Any) -> dict[str, Any]:

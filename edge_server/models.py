@@ -21,7 +21,15 @@ from edge_server.plausible import LatentPlausibility
 from edge_server.redact import shown
 from shared.bundle import Branch, Bundle, load_bundle
 from shared.bundle.geometry import frame_geometry
-from shared.codecs import Codec, CodecId, DecodeLimits, FactorizedTables, make_codec
+from shared.codecs import (
+    IMAGE_CODECS,
+    Codec,
+    CodecId,
+    DecodeLimits,
+    FactorizedTables,
+    codec_spec,
+    make_codec,
+)
 from shared.errors import UnknownModel
 from split_models.runtime import TailRuntime
 
@@ -108,10 +116,12 @@ def load_model(root: Path, limits: DecodeLimits) -> LoadedModel:
     bundle = load_bundle(root)
     manifest = bundle.manifest
     tables = FactorizedTables.load(bundle.path(manifest.entropy_file))
-    codec_ids = {CodecId[b.codec] for b in manifest.branches if b.codec}
+    # The branches' latent codecs, and every image codec: an HTTP upload may be any of them.
+    codec_ids = {codec_spec(b.codec).id for b in manifest.branches if b.codec} | set(IMAGE_CODECS)
     codecs = {cid: make_codec(cid, tables=tables, limits=limits) for cid in codec_ids}
     plausibility = LatentPlausibility.of(manifest, tables)
-    return LoadedModel(bundle, TailRuntime.load(root), codecs, plausibility)
+    # One load, one checksum pass: the tail runtime takes the bundle as loaded here.
+    return LoadedModel(bundle, TailRuntime.from_bundle(bundle), codecs, plausibility)
 
 
 class ModelRegistry:

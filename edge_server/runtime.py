@@ -24,18 +24,18 @@ from edge_server.models import LoadedModel, ModelRegistry, load_model
 from edge_server.redact import echoed, scrubbed
 from edge_server.settings import EdgeSettings
 from shared.bundle import Branch, Task
-from shared.codecs import CodecId, DecodeLimits, Payload, decode_image
-from shared.errors import CodecError, FrameError, InvalidRequest, NotReady, ShuttingDown
-from shared.messages import latent_payload, size_of
+from shared.codecs import IMAGE_CODECS, CodecId, DecodeLimits, Payload, codec_spec
+from shared.errors import (
+    CodecError,
+    FrameError,
+    InvalidRequest,
+    NotReady,
+    ShuttingDown,
+)
+from shared.messages import OK, fill_results, latent_payload, size_of, tasks_from_wire
+from shared.results import Results
 from shared.wire import pb
-from split_models.runtime import TailResult
 
-TASK_NAMES: dict[int, Task] = {
-    pb.TASK_DETECTION: "detection",
-    pb.TASK_CLASSIFICATION: "classification",
-}
-STATUS_NAMES = {code: name.removeprefix("FRAME_").lower() for name, code in pb.FrameCode.items()}
-IMAGE_CODECS = {CodecId.JPEG: "JPEG", CodecId.WEBP: "WEBP", CodecId.PNG: "PNG"}
 # Whole frames sent without a branch (HTTP uploads): batched apart from the manifest's branches.
 FULL_FRAME = Branch(id="full-frame", kind="jpeg")
 UNKNOWN = "unknown"  # the metric label of every name this server does not hold
@@ -163,8 +163,7 @@ class EdgeRuntime:
                 decode, deadline, client=caller.client, accept_late=caller.accept_late
             )
         except FrameError as exc:
-            status = STATUS_NAMES.get(exc.code, "internal")
-            self.metrics.requests.labels(model_label, branch_label, status).inc()
+            self.metrics.requests.labels(model_label, branch_label, exc.code_name).inc()
             raise
         except Exception as exc:
             # A bug, not the client's fault: log it (rate-limited: a client may trigger it at
@@ -193,7 +192,7 @@ class EdgeRuntime:
             model_name=model.name,
             model_version=model.version,
             branch_id=branch.id,
-            status=pb.FrameStatus(code=pb.FRAME_OK),
+            status=OK,
             timings=pb.StageTimings(
                 queue_wait_ms=1e3 * timing.queue_wait_s,
                 decode_ms=1e3 * decode_s,
@@ -202,7 +201,7 @@ class EdgeRuntime:
                 batch_size=timing.batch_size,
             ),
         )
-        _fill_results(response, result, model)
+        fill_results(response, result.labelled(model.bundle.manifest.classes))
         return response
 
     def _labels(self, request: pb.InferRequest) -> tuple[str, str]:
@@ -229,7 +228,7 @@ class EdgeRuntime:
         if kind == "latent":
             branch = model.branch(request.branch_id)
             latent = request.latent
-            expected = CodecId[branch.codec] if branch.codec else None
+            expected = codec_spec(branch.codec).id if branch.codec else None
             if branch.kind != "split" or expected is None or int(latent.codec) != expected:
                 raise InvalidRequest(
                     f"branch {branch.id} ({branch.kind}) takes codec "
@@ -258,7 +257,7 @@ class EdgeRuntime:
             branch = model.branch(request.branch_id) if request.branch_id else FULL_FRAME
             if branch.kind not in ("jpeg", "webp"):
                 raise InvalidRequest(f"branch {branch.id} ({branch.kind}) does not take images")
-            payload = Payload(codec, (), (image.data,))
+            payload = Payload(codec, (), (image.data,))  # no shape: the image's header says it
             size = len(image.data)
             self._check_size(size)
             input_size = (0, 0)
@@ -275,11 +274,11 @@ class EdgeRuntime:
     ) -> FrameInput:
         payload, input_size, original = frame
         try:
+            # One way for latents and images: the model's codec for the payload's wire id.
+            decoded = model.codecs[payload.codec].decode(payload)
             if payload.codec in IMAGE_CODECS:
-                image = decode_image(payload.strings[0], IMAGE_CODECS[payload.codec], self.limits)
-                size = (int(image.shape[0]), int(image.shape[1]))
-                return FrameInput(None, image, size, size if min(original) <= 0 else original)
-            latent = model.codecs[payload.codec].decode(payload)
+                size = (int(decoded.shape[0]), int(decoded.shape[1]))
+                return FrameInput(None, decoded, size, size if min(original) <= 0 else original)
         except CodecError as exc:
             raise InvalidRequest(
                 f"cannot decode the {payload.codec.name} payload: {scrubbed(str(exc))}"
@@ -289,19 +288,10 @@ class EdgeRuntime:
             raise InvalidRequest(
                 f"cannot decode the {payload.codec.name} payload ({type(exc).__name__})"
             ) from exc
-        return FrameInput(latent, None, input_size, original)
+        return FrameInput(decoded, None, input_size, original)
 
     def _tasks(self, model: LoadedModel, request: pb.InferRequest) -> tuple[Task, ...]:
-        served = model.bundle.manifest.tasks
-        if not request.tasks:
-            return tuple(served)
-        asked: list[Task] = []
-        for task in request.tasks:
-            name = TASK_NAMES.get(task)
-            if name is None or name not in served:
-                raise InvalidRequest(f"model {model.name} serves tasks {list(served)}, not {task}")
-            asked.append(name)
-        return tuple(sorted(set(asked)))
+        return tasks_from_wire(request.tasks, model.bundle.manifest.tasks, model.name)
 
     def _batcher(
         self, model: LoadedModel, branch: Branch, tasks: tuple[Task, ...]
@@ -313,7 +303,7 @@ class EdgeRuntime:
             labels = self.metrics.batch_size.labels(model.name, branch.id)
             computed = self.metrics.computed.labels(model.name, branch.id)
 
-            def run(frames: list[FrameInput]) -> list[TailResult]:
+            def run(frames: list[FrameInput]) -> list[Results]:
                 latents = [f.latent for f in frames if f.latent is not None]
                 if latents:
                     return tail.run_latents(
@@ -356,23 +346,3 @@ def _monotonic_deadline(deadline_unix_ns: int, received: float) -> float:
     if deadline_unix_ns <= 0:
         return float("inf")
     return received + (deadline_unix_ns - time.time_ns()) / 1e9
-
-
-def _fill_results(response: pb.InferResponse, result: TailResult, model: LoadedModel) -> None:
-    classes = model.bundle.manifest.classes
-    names = classes.get("detection", ())
-    for det in result.detections:
-        x1, y1, x2, y2 = det.box
-        response.detections.add(
-            box=pb.Box(x_min=x1, y_min=y1, x_max=x2, y_max=y2),
-            score=det.score,
-            label_id=det.label_id,
-            label=names[det.label_id] if det.label_id < len(names) else "",
-        )
-    names = classes.get("classification", ())
-    for cls in result.classifications:
-        response.classifications.add(
-            label_id=cls.label_id,
-            score=cls.score,
-            label=names[cls.label_id] if cls.label_id < len(names) else "",
-        )

@@ -46,6 +46,7 @@ from locust.env import Environment
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadtest.payloads import PayloadSet, build_payloads, fetch_bundle
+from shared.messages import error_of
 from shared.wire import pb, pb_grpc
 
 grpc_gevent.init_gevent()  # grpc's sync API must yield to locust's greenlets
@@ -229,10 +230,8 @@ class CameraStream(_GrpcUser):
                 if sent is None:
                     continue
                 started, branch, size = sent
-                code = reply.status.code
-                error = None if code == pb.FRAME_OK else pb.FrameCode.Name(code).removeprefix(
-                    "FRAME_"
-                )
+                failure = error_of(reply.status)
+                error = None if failure is None else failure.code_name.upper()
                 self.report("Stream", branch, started, size, error)
         except grpc.RpcError as exc:
             # The whole stream broke (edge gone, auth): every frame in flight is lost with it.

@@ -24,8 +24,8 @@ from device_client.config import BundleConfig, GeneratedSource
 from device_client.head import HeadRunner
 from device_client.sources import ShapesGenerator
 from shared.bundle import Bundle, load_bundle
-from shared.codecs import CodecId, ImageCodec
-from shared.messages import image_size, latent_message
+from shared.codecs import CodecId, make_codec
+from shared.messages import FrameRequest, infer_request
 from shared.wire import pb
 
 JPEG_QUALITY = 90  # the jpeg-q90 branch of the demo bundle; the device's own full-offload codec
@@ -95,30 +95,28 @@ def build_payloads(
             head.set_width(branch.width)
             requests = []
             for image in images:
-                head_input = head.preprocess(image, "RGB")
-                latent, _score = head.head(head_input.image)
-                request = _template(manifest.name, manifest.version, branch.id, image.shape)
-                request.input_size.CopyFrom(image_size(head_input.geometry.input_size))
-                request.latent.CopyFrom(latent_message(head.codec.encode(latent)))
-                requests.append(request)
+                out = head.run(image)
+                assert out.payload is not None  # not gated: every frame is encoded
+                requests.append(infer_request(
+                    _about(manifest.name, manifest.version, branch.id, image.shape),
+                    latent=out.payload,
+                    input_size=out.head_input.geometry.input_size,
+                ))
             payloads.templates[branch.id] = requests
         elif branch.kind == "jpeg":
-            codec = ImageCodec(CodecId.JPEG, JPEG_QUALITY)
+            codec = make_codec(CodecId.JPEG, quality=JPEG_QUALITY)
             requests = []
             for image in images:
-                data = codec.encode(image).strings[0]
-                payloads.jpegs.append(data)
-                request = _template(manifest.name, manifest.version, branch.id, image.shape)
-                request.image.codec = CodecId.JPEG.value
-                request.image.data = data
-                requests.append(request)
+                jpeg = codec.encode(image)
+                payloads.jpegs.append(jpeg.strings[0])
+                requests.append(infer_request(
+                    _about(manifest.name, manifest.version, branch.id, image.shape), image=jpeg
+                ))
             payloads.templates[branch.id] = requests
     if not payloads.templates:
         raise ValueError(f"bundle {manifest.name} has no split or jpeg branch to load-test")
     return payloads
 
 
-def _template(model: str, version: str, branch: str, shape: tuple[int, ...]) -> pb.InferRequest:
-    request = pb.InferRequest(model_name=model, model_version=version, branch_id=branch)
-    request.original_size.CopyFrom(image_size((int(shape[0]), int(shape[1]))))
-    return request
+def _about(model: str, version: str, branch: str, shape: tuple[int, ...]) -> FrameRequest:
+    return FrameRequest(model, version, branch, original_size=(int(shape[0]), int(shape[1])))

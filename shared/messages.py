@@ -4,7 +4,9 @@
     tasks = tasks_from_wire(request.tasks, served=manifest.tasks)    # the edge
     fill_results(response, results); results_of(response)            # both ends
     error = error_of(response.status)                                # a typed FrameError, or None
-    response.status.CopyFrom(status_of(error))
+    response.status.CopyFrom(status_of(error))                     # in-band, on a stream
+    context.abort(grpc_code(error), str(error))                      # a unary call's status
+    JSONResponse(..., status_code=error.http_status)                 # HTTP (shared.errors)
 
 Every wire ↔ domain map lives here or in the enum it is tied to (`shared.codecs.CodecId` for
 codecs, `shared.errors` for frame codes): nothing else spells `TASK_…`, `FRAME_…` or `CODEC_…`.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import grpc
 
 from shared.bundle.manifest import Task
 from shared.codecs import CodecId, Payload
@@ -173,6 +177,14 @@ def status_of(error: FrameError) -> pb.FrameStatus:
         message=str(error),
         retry_after_ms=error.retry_after_ms if isinstance(error, Overloaded) else 0,
     )
+
+
+_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def grpc_code(error: FrameError) -> grpc.StatusCode:
+    """A unary call's gRPC status for a typed error (the same number as its FrameCode)."""
+    return _GRPC_CODES.get(error.code, grpc.StatusCode.INTERNAL)
 
 
 def error_of(status: pb.FrameStatus) -> FrameError | None:

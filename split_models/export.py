@@ -40,7 +40,7 @@ from shared.bundle import (
     load_bundle,
     write_manifest,
 )
-from shared.bundle.manifest import SCHEMA_VERSION, FileDigest
+from shared.bundle.manifest import SCHEMA_VERSION, FileDigest, split_branch_id
 from shared.codecs import CodecId, make_codec
 from split_models.entropy import export_tables
 from split_models.runtime import TAIL_FORMAT
@@ -209,7 +209,7 @@ def measure_branches(
                     tail(latent_hat, *sizes)
 
         branches.append(Branch(
-            id=f"split-w{round(width * 100):03d}", kind="split", width=width,
+            id=split_branch_id(width), kind="split", width=width,
             latent_channels=int(latent.shape[0]), input_size=size,
             codec=CodecId.FACTORIZED_ANS.name, expected_bytes=float(payload.nbytes),
             device_ms=device_ms, edge_ms=_median_ms(tails, repeats),

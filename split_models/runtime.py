@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from torch import nn
 from shared.bundle import Bundle, Task, load_bundle
 from shared.bundle.geometry import Size, frame_geometry
 from shared.errors import BundleError
+from shared.results import Classification, Detection, Results, detections_from_arrays
 from split_models.split import SplitConfig, SplitModel, build_student
 from split_models.teachers import IMAGENET_MEAN, IMAGENET_STD, build_teacher
 
@@ -35,23 +35,9 @@ from split_models.teachers import IMAGENET_MEAN, IMAGENET_STD, build_teacher
 TAIL_FORMAT = 1
 
 
-@dataclass(frozen=True)
-class Detection:
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original-image pixels
-    score: float
-    label_id: int  # index into manifest.classes["detection"] (0 is the background)
-
-
-@dataclass(frozen=True)
-class Classification:
-    label_id: int
-    score: float  # softmax probability
-
-
-@dataclass(frozen=True)
-class TailResult:
-    detections: tuple[Detection, ...] = ()
-    classifications: tuple[Classification, ...] = ()  # top-k, best first
+# The tail's results are the one result model (shared/results.py), labels left to the caller
+# (`Results.labelled`); the old name stays for the evaluation code that imports it.
+TailResult = Results
 
 
 class TailRuntime:
@@ -73,7 +59,11 @@ class TailRuntime:
     @classmethod
     def load(cls, root: Path | str, top_k: int = 5) -> TailRuntime:
         """Validate the bundle (checksums included) and rebuild tails and teachers from tail.pt."""
-        bundle = load_bundle(root)
+        return cls.from_bundle(load_bundle(root), top_k)
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, top_k: int = 5) -> TailRuntime:
+        """Tails and teachers of a bundle already loaded (and checksummed) by the caller."""
         path = bundle.path(bundle.manifest.tail_file)
         saved: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
         if saved.get("format") != TAIL_FORMAT:
@@ -98,7 +88,7 @@ class TailRuntime:
         input_sizes: Sequence[Size],
         original_sizes: Sequence[Size],
         tasks: Sequence[Task] | None = None,
-    ) -> list[TailResult]:
+    ) -> list[Results]:
         """Tails on dequantized latents (C, h, w). `input_sizes`: (h, w) of the image the head saw
         before padding; `original_sizes`: (h, w) of the captured frames."""
         if not len(latents) == len(input_sizes) == len(original_sizes):
@@ -107,7 +97,7 @@ class TailRuntime:
         by_width: dict[int, list[int]] = defaultdict(list)
         for i, latent in enumerate(latents):
             by_width[latent.shape[0]].append(i)
-        results: list[TailResult] = [TailResult()] * len(latents)
+        results: list[Results] = [Results()] * len(latents)
         with torch.inference_mode():
             for indices in by_width.values():
                 batch = _pad_stack([torch.from_numpy(np.asarray(latents[i])) for i in indices])
@@ -120,7 +110,7 @@ class TailRuntime:
 
     def run_images(
         self, images: Sequence[npt.NDArray[np.uint8]], tasks: Sequence[Task] | None = None
-    ) -> list[TailResult]:
+    ) -> list[Results]:
         """The teachers on whole frames (HxWx3 uint8 RGB): the full-offload path."""
         tasks = self._tasks(tasks)
         tensors = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images]
@@ -156,17 +146,13 @@ class TailRuntime:
             raise BundleError(f"tasks {unknown} are not in this bundle; it has {self.tasks}")
         return tuple(tasks)
 
-    def _result(self, outputs: dict[str, Any], index: int) -> TailResult:
+    def _result(self, outputs: dict[str, Any], index: int) -> Results:
         detections: tuple[Detection, ...] = ()
         classifications: tuple[Classification, ...] = ()
         if "detection" in outputs:
             found = outputs["detection"][index]
-            detections = tuple(
-                Detection(tuple(float(v) for v in box), float(score), int(label))  # type: ignore[arg-type]
-                for box, score, label in zip(
-                    found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist(),
-                    strict=True,
-                )
+            detections = detections_from_arrays(
+                found["boxes"].numpy(), found["scores"].numpy(), found["labels"].numpy()
             )
         if "classification" in outputs:
             probabilities = outputs["classification"][index].softmax(-1)
@@ -176,7 +162,7 @@ class TailRuntime:
                 Classification(int(label), float(score))
                 for label, score in zip(labels.tolist(), scores.tolist(), strict=True)
             )
-        return TailResult(detections, classifications)
+        return Results(detections, classifications)
 
 
 def _pad_stack(latents: list[torch.Tensor]) -> torch.Tensor:

@@ -20,6 +20,7 @@ from shared.bundle.manifest import (
     PrefilterSpec,
     Preprocessing,
     Task,
+    split_branch_id,
 )
 
 __all__ = [
@@ -38,5 +39,6 @@ __all__ = [
     "Task",
     "digest_file",
     "load_bundle",
+    "split_branch_id",
     "write_manifest",
 ]

@@ -99,6 +99,11 @@ class Branch(_Strict):
     accuracy: float | None = None
 
 
+def split_branch_id(width: float) -> str:
+    """The id export gives a split branch: `split-w025` for width 0.25."""
+    return f"split-w{round(width * 100):03d}"
+
+
 class FileDigest(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)

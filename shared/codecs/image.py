@@ -17,7 +17,8 @@ from PIL import Image
 from shared.codecs.base import DEFAULT_LIMITS, CodecId, DecodeLimits, Payload, expect_strings
 from shared.errors import CodecError, LimitExceeded
 
-_FORMATS = {CodecId.JPEG: "JPEG", CodecId.WEBP: "WEBP", CodecId.PNG: "PNG"}
+# Pillow's names; the registry (shared/codecs/registry.py) reads them from here.
+FORMATS = {CodecId.JPEG: "JPEG", CodecId.WEBP: "WEBP", CodecId.PNG: "PNG"}
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,8 @@ class ImageCodec:
     limits: DecodeLimits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
-        if self.codec_id not in _FORMATS:
-            raise ValueError(f"ImageCodec codes {sorted(_FORMATS)}, not {self.codec_id!r}")
+        if self.codec_id not in FORMATS:
+            raise ValueError(f"ImageCodec codes {sorted(FORMATS)}, not {self.codec_id!r}")
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be in 1..100, got {self.quality}")
 
@@ -41,7 +42,7 @@ class ImageCodec:
             )
         buffer = io.BytesIO()
         Image.fromarray(array, "RGB").save(
-            buffer, format=_FORMATS[self.codec_id], quality=self.quality
+            buffer, format=FORMATS[self.codec_id], quality=self.quality
         )
         return Payload(self.codec_id, tuple(int(d) for d in array.shape), (buffer.getvalue(),))
 
@@ -53,7 +54,7 @@ class ImageCodec:
         (data,) = expect_strings(payload, 1)
         if len(data) > self.limits.max_payload_bytes:
             raise LimitExceeded(f"{len(data)} image bytes, at most {self.limits.max_payload_bytes}")
-        return decode_image(data, _FORMATS[self.codec_id], self.limits, payload.shape or None)
+        return decode_image(data, FORMATS[self.codec_id], self.limits, payload.shape or None)
 
 
 def decode_image(

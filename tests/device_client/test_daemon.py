@@ -15,7 +15,7 @@ import pytest
 
 from device_client.head import HeadRunner
 from device_client.sources import ShapesGenerator
-from shared.messages import image_size, latent_message
+from shared.messages import FrameRequest, infer_request
 from shared.wire import pb, pb_grpc
 from tests.device_client.bundle_factory import scene
 from tests.device_client.conftest import DaemonProcess, EdgeProcess, free_port, wait_for
@@ -35,18 +35,12 @@ def reference_reply(
     runner: HeadRunner, channel: grpc.Channel, frame: Any, frame_id: int
 ) -> tuple[pb.InferResponse, int]:
     """What the edge answers for this frame when the head runs in this process."""
-    head_input = runner.preprocess(frame)
-    latent, _ = runner.head(head_input.image)
-    payload = runner.codec.encode(latent)
-    request = pb.InferRequest(
-        stream_id="reference",
-        frame_id=frame_id,
-        model_name="tiny",
-        branch_id="split-w100",
-        latent=latent_message(payload),
-        original_size=image_size(head_input.geometry.original),
-        input_size=image_size(head_input.geometry.input_size),
-    )
+    out = runner.run(frame)
+    assert out.payload is not None
+    payload, geometry = out.payload, out.head_input.geometry
+    about = FrameRequest("tiny", branch_id="split-w100", stream_id="reference",
+                         frame_id=frame_id, original_size=geometry.original)
+    request = infer_request(about, latent=payload, input_size=geometry.input_size)
     reply = pb_grpc.SplitInferenceStub(channel).Infer(request, timeout=30)
     return reply, payload.nbytes
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from device_client.head import HeadRunner
-from shared.messages import image_size, latent_message
+from shared.bundle import split_branch_id
+from shared.messages import FrameRequest, infer_request
 from shared.wire import pb
 
 MODEL = "demo-shapes"
@@ -23,22 +24,21 @@ class FrameEncoder:
         frame_id: int = 0,
         width: float = 1.0,
         stream_id: str = "test",
-        **fields: object,
+        deadline_unix_ns: int = 0,
     ) -> pb.InferRequest:
         self.runner.set_width(width)
         out = self.runner.run(frame)
         assert out.payload is not None
         geometry = out.head_input.geometry
-        return pb.InferRequest(
+        about = FrameRequest(
+            MODEL,
+            branch_id=split_branch_id(width),
             stream_id=stream_id,
             frame_id=frame_id,
-            model_name=MODEL,
-            branch_id=f"split-w{round(width * 100):03d}",
-            latent=latent_message(out.payload),
-            original_size=image_size(geometry.original),
-            input_size=image_size(geometry.input_size),
-            **fields,
+            deadline_ns=deadline_unix_ns,
+            original_size=geometry.original,
         )
+        return infer_request(about, latent=out.payload, input_size=geometry.input_size)
 
 
 def detections(response: pb.InferResponse) -> list[tuple[float, ...]]:

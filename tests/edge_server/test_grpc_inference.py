@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.codecs import CodecId
-from shared.messages import latent_payload
+from shared.messages import FrameRequest, infer_request, latent_payload
 from shared.wire import pb, pb_grpc
 from split_models.runtime import TailRuntime
 from tests.edge_server.client import MODEL, FrameEncoder, assert_same_detections, detections
@@ -210,11 +210,7 @@ def test_full_frame_over_grpc_runs_the_teacher(edge, reference) -> None:
 
     frame = a_frame(240, 320)
     payload = make_codec(CodecId.JPEG, quality=90).encode(frame)
-    request = pb.InferRequest(
-        model_name=MODEL,
-        branch_id="jpeg-q90",
-        image=pb.EncodedImage(codec=pb.CODEC_JPEG, data=payload.strings[0]),
-    )
+    request = infer_request(FrameRequest(MODEL, branch_id="jpeg-q90"), image=payload)
     response = stub(edge).Infer(request, timeout=30)
     decoded = make_codec(CodecId.JPEG).decode(payload)
     (result,) = reference.run_images([decoded])

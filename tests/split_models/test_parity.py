@@ -153,6 +153,6 @@ def _as_expected(result: TailResult) -> dict[str, torch.Tensor]:
 
 
 def _detection(box: np.ndarray, score: float, label: int):  # type: ignore[no-untyped-def]
-    from split_models.runtime import Detection
+    from shared.results import Detection
 
     return Detection(tuple(float(v) for v in box), float(score), int(label))  # type: ignore[arg-type]
