@@ -88,6 +88,11 @@ class EdgeConfig(_Section):
     keepalive_s: float = Field(default=10.0, ge=1, description="HTTP/2 ping interval while idle")
     connect_timeout_s: float = Field(default=3.0, gt=0, description="wait for a channel to come up")
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
+    lean_stream: bool = Field(
+        default=True,
+        description="leave out of each frame what did not change on the stream (edges that "
+        "announce it only)",
+    )
 
     @model_validator(mode="after")
     def _one_token(self) -> EdgeConfig:

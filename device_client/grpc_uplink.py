@@ -7,7 +7,12 @@ in flight fails with `UplinkUnavailable` at once, so the pipeline can fall back 
 for deadlines, and the thread reconnects after an exponential backoff with jitter.
 
 A fresh channel per attempt keeps our backoff the only one (a channel's own reconnect backoff
-grows to minutes). Keepalive pings find a dead peer on a silent link. Never imports torch.
+grows to minutes). Keepalive pings find a dead peer on a silent link.
+
+Lean frames: an edge that takes them says so in the stream's initial metadata; from then on each
+frame leaves out what did not change since the one before (`shared.messages.LeanEncoder`, one
+per stream: a reconnect starts whole). Until the edge said so, and to an older edge that never
+does, frames go whole. Never imports torch.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from device_client.config import EdgeConfig
+from device_client.uplink import Reply
 from shared.errors import UplinkUnavailable
+from shared.messages import LEAN_HEADER, LeanEncoder, wire_bytes
 from shared.wire import pb, pb_grpc
 
 log = logging.getLogger("splitedge.device.uplink")
@@ -66,6 +73,8 @@ class GrpcUplink:
         self._up = threading.Event()
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._call: grpc.Call | None = None
+        self._encoder = LeanEncoder()
+        self._lean = False  # the current stream's edge takes lean frames
 
     @property
     def available(self) -> bool:
@@ -74,15 +83,22 @@ class GrpcUplink:
     def start(self) -> None:
         self._thread.start()
 
-    def send(self, request: pb.InferRequest) -> Future[pb.InferResponse]:
-        future: Future[pb.InferResponse] = Future()
-        future.set_running_or_notify_cancel()
+    def send(self, request: pb.InferRequest) -> Reply:
         with self._lock:
             if self._requests is None:
                 raise UplinkUnavailable(f"no stream to {self.config.target} (reconnecting)")
+            # Always through the encoder, so it knows the last frame when lean frames start.
+            lean = self._encoder.encode(request)
+            message = lean if self._lean else request
+            future = Reply(wire_bytes(message))
             self._pending[request.frame_id] = future
-            self._requests.put(request)
+            self._requests.put(message)
         return future
+
+    @property
+    def lean(self) -> bool:
+        """Whether frames now go lean (the stream's edge announced it takes them)."""
+        return self._lean
 
     def wait_available(self, timeout: float) -> bool:
         """Block until a stream is up (for start-up and tests); False on timeout."""
@@ -132,8 +148,14 @@ class GrpcUplink:
             call = stub.Stream(_drain(requests), metadata=self._metadata)
             self._call = call
             with self._lock:
+                self._encoder = LeanEncoder()
+                self._lean = False
                 self._requests = requests
                 self._up.set()
+            if self.config.lean_stream:
+                threading.Thread(
+                    target=self._learn_lean, args=(call,), name="uplink-lean", daemon=True
+                ).start()
             log.info("edge %s: stream open", self.config.target)
             self._notify(True)
             try:
@@ -152,6 +174,20 @@ class GrpcUplink:
         finally:
             self._call = None
             channel.close()
+
+    def _learn_lean(self, call: grpc.Call) -> None:
+        """Wait for the stream's initial metadata (on its own thread: an older edge sends it only
+        with its first reply, so the frames before it must not wait for it)."""
+        try:
+            metadata = call.initial_metadata()
+        except grpc.RpcError:
+            return
+        announced = any((m[0], m[1]) == LEAN_HEADER for m in metadata or ())
+        with self._lock:
+            if announced and self._call is call:
+                self._lean = True
+        if announced:
+            log.info("edge %s takes lean frames", self.config.target)
 
     def _serving(self, channel: grpc.Channel) -> bool:
         """Ask grpc.health.v1 first: an edge still loading its bundles (or draining) listens but

@@ -31,7 +31,7 @@ from device_client.metrics import DeviceMetrics
 from device_client.outcomes import FrameJob, failure_reason
 from device_client.uplink import Uplink
 from shared.errors import DeadlineMissed, FrameError, UplinkUnavailable
-from shared.messages import error_of
+from shared.messages import error_of, wire_bytes
 from shared.wire import pb
 
 log = logging.getLogger("splitedge.device.inflight")
@@ -140,17 +140,18 @@ class InFlight:
         self.book.wait_below(self.window)
         job.deadline = job.frame.captured + self.sla_s
         job.sent = time.monotonic()
-        job.bytes_sent = request.ByteSize()
+        job.bytes_sent = wire_bytes(request)  # whole, until the uplink says what it sent
         self.book.add(job)
         self.metrics.in_flight.set(len(self.book))
         try:
-            future = self.uplink.send(request)
+            reply = self.uplink.send(request)
         except UplinkUnavailable:
             if self.book.claim(job.frame.frame_id) is not None:
                 job.bytes_sent = 0
                 self.on_failure(job, "edge_unavailable", None, True)
             return
-        future.add_done_callback(partial(self._on_reply, job.frame.frame_id))
+        job.bytes_sent = reply.wire_bytes
+        reply.add_done_callback(partial(self._on_reply, job.frame.frame_id))
 
     def _on_reply(self, frame_id: int, future: Future[pb.InferResponse]) -> None:
         job = self.book.claim(frame_id)

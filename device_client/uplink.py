@@ -2,6 +2,7 @@
 
     uplink.start()
     reply = uplink.send(request)        # UplinkUnavailable at once when no stream is up
+    reply.wire_bytes                    # what gRPC sends for it (a lean frame, framing included)
     reply.add_done_callback(...)        # resolves to an InferResponse (in-band errors included),
                                         # or fails with UplinkUnavailable when the stream is lost
 
@@ -20,9 +21,20 @@ from concurrent.futures import Future
 from typing import Protocol
 
 from shared.errors import UplinkUnavailable
+from shared.messages import wire_bytes
 from shared.wire import pb
 
 Handler = Callable[[pb.InferRequest], pb.InferResponse]
+
+
+class Reply(Future[pb.InferResponse]):
+    """A frame's reply to come, and the bytes that carried the frame: `shared.messages.wire_bytes`
+    of the message the uplink really sent (lean on a stream that takes lean frames)."""
+
+    def __init__(self, wire_bytes: int) -> None:
+        super().__init__()
+        self.wire_bytes = wire_bytes
+        self.set_running_or_notify_cancel()
 
 
 class Uplink(Protocol):
@@ -33,7 +45,7 @@ class Uplink(Protocol):
 
     def start(self) -> None: ...
 
-    def send(self, request: pb.InferRequest) -> Future[pb.InferResponse]:
+    def send(self, request: pb.InferRequest) -> Reply:
         """Queue `request` on the stream. Raises UplinkUnavailable when no stream is up."""
         ...
 
@@ -58,11 +70,10 @@ class InMemoryUplink:
     def start(self) -> None:
         pass
 
-    def send(self, request: pb.InferRequest) -> Future[pb.InferResponse]:
+    def send(self, request: pb.InferRequest) -> Reply:
         if not self.available:
             raise UplinkUnavailable("in-memory edge is switched off")
-        future: Future[pb.InferResponse] = Future()
-        future.set_running_or_notify_cancel()
+        future = Reply(wire_bytes(request))  # whole frames: no stream to be lean on
         with self._lock:
             self.sent.append(request)
             if self._holding:

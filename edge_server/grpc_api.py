@@ -24,7 +24,7 @@ from edge_server.redact import echoed
 from edge_server.runtime import Caller, EdgeRuntime
 from shared.codecs import codec_spec
 from shared.errors import FrameError, InvalidRequest, Overloaded
-from shared.messages import grpc_code, status_of, task_ids
+from shared.messages import LEAN_HEADER, LeanDecoder, grpc_code, status_of, task_ids
 from shared.wire import pb, pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
@@ -85,6 +85,7 @@ class Unparsable:
     stream, instead of gRPC ending the whole call with UNKNOWN."""
 
     error: str
+    frame_id: int = 0  # known when the bytes parsed but the frame is still unusable
 
 
 def _lenient(message: type[_Message]) -> Callable[[bytes], _Message | Unparsable]:
@@ -123,6 +124,8 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error)
             raise AssertionError("unreachable: abort raises")
         try:
+            if request.lean:
+                raise InvalidRequest("a unary Infer request is always whole: lean is for Stream")
             return await self.runtime.infer(request, self.caller(context))
         except FrameError as exc:
             if isinstance(exc, Overloaded):
@@ -140,6 +143,9 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         )
         caller = self.caller(context)
         closing = asyncio.ensure_future(self.runtime.closing.wait())
+        # Announced before any frame, so a device knows at once it may send lean frames.
+        await context.send_initial_metadata((LEAN_HEADER,))
+        frames = LeanDecoder()  # read in stream order, so lean frames expand against the last
 
         async def read() -> None:
             incoming = aiter(requests)
@@ -156,7 +162,8 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
                         request = following.result()
                     except StopAsyncIteration:
                         return
-                    await window.put(asyncio.ensure_future(self._answer(request, caller)))
+                    answer = self._answer(request, caller, frames)
+                    await window.put(asyncio.ensure_future(answer))
             finally:
                 await window.put(None)
 
@@ -169,11 +176,25 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             reader.cancel()
             closing.cancel()
 
-    async def _answer(
+    def _answer(
+        self, request: pb.InferRequest | Unparsable, caller: Caller, frames: LeanDecoder
+    ) -> Awaitable[pb.InferResponse]:
+        """The frame's answer to come. Lean frames are expanded here, at once and in stream
+        order (the answers run concurrently): the next lean frame builds on this one."""
+        if not isinstance(request, Unparsable):
+            try:
+                request = frames.expand(request)
+            except InvalidRequest as exc:
+                request = Unparsable(str(exc), request.frame_id)
+        return self._infer(request, caller)
+
+    async def _infer(
         self, request: pb.InferRequest | Unparsable, caller: Caller
     ) -> pb.InferResponse:
         if isinstance(request, Unparsable):
-            return pb.InferResponse(status=status_of(InvalidRequest(request.error)))
+            return pb.InferResponse(
+                frame_id=request.frame_id, status=status_of(InvalidRequest(request.error))
+            )
         try:
             return await self.runtime.infer(request, caller)
         except FrameError as exc:

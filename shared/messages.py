@@ -4,6 +4,8 @@
     tasks = tasks_from_wire(request.tasks, served=manifest.tasks)    # the edge
     fill_results(response, results); results_of(response)            # both ends
     error = error_of(response.status)                                # a typed FrameError, or None
+    lean = LeanEncoder().encode(request); whole = LeanDecoder().expand(lean)  # on a Stream
+    wire_bytes(request)                                              # what gRPC sends for it
     response.status.CopyFrom(status_of(error))                     # in-band, on a stream
     context.abort(grpc_code(error), str(error))                      # a unary call's status
     JSONResponse(..., status_code=error.http_status)                 # HTTP (shared.errors)
@@ -192,3 +194,81 @@ def error_of(status: pb.FrameStatus) -> FrameError | None:
     if status.code == pb.FRAME_OK:
         return None
     return frame_error(status.code, status.message, status.retry_after_ms)
+
+
+# -- bytes on the wire, and lean stream frames ----------------------------------------------------
+GRPC_PREFIX = 5  # gRPC's length prefix of every message: a compressed flag and 4 bytes of length
+HTTP2_DATA_HEADER = 9  # the HTTP/2 DATA frame header that carries it
+# A Stream's initial metadata from an edge that takes lean frames.
+LEAN_HEADER = ("splitedge-stream", "lean")
+_SETTINGS = ("stream_id", "model_name", "model_version", "branch_id")
+_SIZES = ("original_size", "input_size")
+
+
+def wire_bytes(message: pb.InferRequest) -> int:
+    """What gRPC sends for a message: the serialized message, gRPC's prefix and the HTTP/2 DATA
+    frame header. The one way bytes on the wire are counted (outcomes, metrics, the scheduler's
+    link estimate, the evaluation's bytes per frame)."""
+    return message.ByteSize() + GRPC_PREFIX + HTTP2_DATA_HEADER
+
+
+class LeanEncoder:
+    """The sending end of one Stream: each request as a lean frame against the one before it.
+    One per stream (a new stream starts whole); not thread-safe: the sender orders the frames."""
+
+    def __init__(self) -> None:
+        self._last: pb.InferRequest | None = None
+
+    def encode(self, request: pb.InferRequest) -> pb.InferRequest:
+        last, self._last = self._last, request
+        if last is None:
+            return request
+        lean = pb.InferRequest()
+        lean.CopyFrom(request)
+        for name in _SETTINGS:
+            value = getattr(request, name)
+            if value == getattr(last, name):
+                lean.ClearField(name)
+            elif not value:
+                return request  # changed to its default: a lean frame could not say so
+        if list(request.tasks) == list(last.tasks):
+            lean.ClearField("tasks")
+        elif not request.tasks:
+            return request
+        for name in _SIZES:
+            if not request.HasField(name):
+                if last.HasField(name):
+                    return request
+            elif getattr(request, name) == getattr(last, name):
+                lean.ClearField(name)
+        lean.lean = True
+        return lean
+
+
+class LeanDecoder:
+    """The receiving end of one Stream: lean frames back to whole requests, in stream order."""
+
+    def __init__(self) -> None:
+        self._last: pb.InferRequest | None = None
+
+    def expand(self, request: pb.InferRequest) -> pb.InferRequest:
+        """The whole request; InvalidRequest for a lean frame with no frame before it."""
+        if not request.lean:
+            self._last = request
+            return request
+        last = self._last
+        if last is None:
+            raise InvalidRequest(
+                "a lean frame needs an earlier frame on its stream; send the first one whole"
+            )
+        for name in _SETTINGS:
+            if not getattr(request, name):
+                setattr(request, name, getattr(last, name))
+        if not request.tasks:
+            request.tasks.extend(last.tasks)
+        for name in _SIZES:
+            if not request.HasField(name) and last.HasField(name):
+                getattr(request, name).CopyFrom(getattr(last, name))
+        request.lean = False
+        self._last = request
+        return request

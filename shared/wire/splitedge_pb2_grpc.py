@@ -67,7 +67,8 @@ class SplitInferenceServicer:
 
     def Stream(self, request_iterator, context):
         """Video: frames in, answers out, in order per stream. A bad frame is answered in-band
-        (InferResponse.status) and the stream goes on.
+        (InferResponse.status) and the stream goes on. An edge that takes lean frames (below,
+        InferRequest.lean) says so in the call's initial metadata: `splitedge-stream: lean`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -4,6 +4,7 @@ on loopback, on the generated stream. No mocks: gRPC, HTTP, ONNX and the codecs 
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import pytest
 
 from device_client.head import HeadRunner
 from device_client.sources import ShapesGenerator
-from shared.messages import FrameRequest, infer_request
+from shared.messages import FrameRequest, infer_request, wire_bytes
 from shared.wire import pb, pb_grpc
 from tests.device_client.bundle_factory import scene
 from tests.device_client.conftest import DaemonProcess, EdgeProcess, free_port, wait_for
@@ -33,7 +34,7 @@ def one_outcome_per_frame(outcomes: list[dict[str, Any]], frames: int) -> None:
 
 def reference_reply(
     runner: HeadRunner, channel: grpc.Channel, frame: Any, frame_id: int
-) -> tuple[pb.InferResponse, int]:
+) -> tuple[pb.InferResponse, int, int]:
     """What the edge answers for this frame when the head runs in this process."""
     out = runner.run(frame)
     assert out.payload is not None
@@ -42,7 +43,11 @@ def reference_reply(
                          frame_id=frame_id, original_size=geometry.original)
     request = infer_request(about, latent=payload, input_size=geometry.input_size)
     reply = pb_grpc.SplitInferenceStub(channel).Infer(request, timeout=30)
-    return reply, payload.nbytes
+    # What the frame costs sent whole as the daemon would: its stream, version, times.
+    request.stream_id, request.model_version = "cam-ref", "1"
+    request.capture_time_unix_ns = time.time_ns()
+    request.deadline_unix_ns = request.capture_time_unix_ns + 10_000_000_000
+    return reply, payload.nbytes, wire_bytes(request)
 
 
 def test_generated_stream_every_frame_accounted_and_matching_reference(
@@ -72,6 +77,7 @@ def test_generated_stream_every_frame_accounted_and_matching_reference(
     generator = ShapesGenerator(scene())
     runner = HeadRunner.load(bundle_dir, threads=1)
     by_id = {o["frame_id"]: o for o in outcomes}
+    lean_frames = 0
     with grpc.insecure_channel(f"127.0.0.1:{edge.grpc_port}") as channel:
         for frame_id in range(FRAMES):
             outcome = by_id[frame_id]
@@ -86,11 +92,15 @@ def test_generated_stream_every_frame_accounted_and_matching_reference(
                 outcome["timings_ms"]
             )
             assert "tail" in outcome["server_ms"]
-            reply, payload_bytes = reference_reply(
+            reply, payload_bytes, whole_bytes = reference_reply(
                 runner, channel, generator.frame(frame_id), frame_id
             )
             assert reply.status.code == pb.FRAME_OK
             assert outcome["bytes_sent"] > payload_bytes  # the payload plus the request's fields
+            # Lean frames leave out the stream's settings (names, sizes: > 30 bytes here), and
+            # still get the same answer.
+            assert outcome["bytes_sent"] <= whole_bytes + 2  # varints of the times may differ
+            lean_frames += outcome["bytes_sent"] < whole_bytes - 30
             got = [(d["label_id"], d["score"], d["box"]) for d in outcome["detections"]]
             want = [
                 (d.label_id, d.score, [d.box.x_min, d.box.y_min, d.box.x_max, d.box.y_max])
@@ -106,6 +116,7 @@ def test_generated_stream_every_frame_accounted_and_matching_reference(
 
     kinds = Counter(o["kind"] for o in outcomes)
     empty = sum(not generator.has_objects(i) for i in range(FRAMES))
+    assert lean_frames >= (FRAMES - empty) - 2, "the stream's frames after the first go lean"
     assert kinds == {"prefiltered": empty, "edge": FRAMES - empty}
     assert stopped["outcomes"] == dict(kinds)
 

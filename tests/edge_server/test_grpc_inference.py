@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.codecs import CodecId
-from shared.messages import FrameRequest, infer_request, latent_payload
+from shared.messages import LEAN_HEADER, FrameRequest, LeanEncoder, infer_request, latent_payload
 from shared.wire import pb, pb_grpc
 from split_models.runtime import TailRuntime
 from tests.edge_server.client import MODEL, FrameEncoder, assert_same_detections, detections
@@ -87,6 +87,31 @@ def test_stream_answers_every_frame_in_order_like_unary(edge, encoder) -> None:
     assert [r.frame_id for r in streamed] == list(range(9))
     for a, b in zip(unary, streamed, strict=True):
         assert_same_detections(detections(a), detections(b))
+
+
+def test_lean_stream_frames_get_the_answers_of_whole_frames(edge, encoder) -> None:
+    """The edge announces lean frames, expands each against the one before, and answers as for
+    the whole frame; a lean frame with nothing before it is refused in-band, by its frame id."""
+    client = stub(edge)
+    widths = [1.0, 1.0, 0.25, 0.25, 1.0]  # a branch switch mid-stream stays lean
+    whole = [encoder.request(a_frame(seed=i), frame_id=i, width=w) for i, w in enumerate(widths)]
+    lean = LeanEncoder()
+    sent = [lean.encode(r) for r in whole]
+    assert [r.lean for r in sent] == [False, True, True, True, True]
+    call = client.Stream(iter(sent), timeout=60)
+    assert LEAN_HEADER in [(m.key, m.value) for m in call.initial_metadata()]
+    streamed = list(call)
+    unary = [client.Infer(r, timeout=30) for r in whole]
+    for a, b in zip(unary, streamed, strict=True):
+        assert b.status.code == pb.FRAME_OK, b.status.message
+        assert (b.frame_id, b.branch_id, b.stream_id) == (a.frame_id, a.branch_id, a.stream_id)
+        assert_same_detections(detections(a), detections(b))
+    (orphan,) = client.Stream(iter([sent[1]]), timeout=30)
+    assert orphan.status.code == pb.FRAME_INVALID_ARGUMENT and orphan.frame_id == 1
+    assert "earlier frame" in orphan.status.message
+    with pytest.raises(grpc.RpcError) as refused:
+        client.Infer(sent[1], timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_concurrent_streams_each_get_every_frame_once_in_order_and_batches_form(

@@ -11,6 +11,8 @@ from shared.codecs import CODECS, IMAGE_CODECS, MEDIA_TYPES, CodecError, CodecId
 from shared.messages import (
     TASK_IDS,
     FrameRequest,
+    LeanDecoder,
+    LeanEncoder,
     error_of,
     fill_results,
     grpc_code,
@@ -20,6 +22,7 @@ from shared.messages import (
     tasks_from_wire,
     timings_message,
     timings_of,
+    wire_bytes,
 )
 from shared.results import Classification, Detection, Results, ServerTimings, top_k_classes
 from shared.wire import pb
@@ -119,3 +122,39 @@ def test_the_codec_registry_covers_every_wire_id() -> None:
     assert MEDIA_TYPES["image/png"] is CodecId.PNG
     with pytest.raises(CodecError, match="unknown codec name"):
         codec_spec("GIF")
+
+
+def _frame(frame_id: int, branch: str = "split-w100", **changes: object) -> pb.InferRequest:
+    about = FrameRequest("tiny", "1", branch, ("detection",), "cam", frame_id,
+                         capture_time_ns=1000 + frame_id, original_size=(240, 320))
+    latent = codec_spec("UINT8_ZSTD").make().encode(np.full((2, 3, 4), frame_id, np.float32))
+    request = infer_request(about, latent=latent, input_size=(64, 96))
+    for name, value in changes.items():
+        setattr(request, name, value)
+    return request
+
+
+def test_lean_frames_leave_out_what_did_not_change_and_expand_back() -> None:
+    frames = [_frame(0), _frame(1), _frame(2, branch="split-w050"), _frame(3, branch="split-w050")]
+    jpeg = infer_request(FrameRequest("tiny", "1", "jpeg-q90", ("detection",), "cam", 4,
+                                      original_size=(240, 320)),
+                         image=codec_spec("JPEG").make().encode(np.zeros((8, 8, 3), np.uint8)))
+    frames += [jpeg, _frame(5), _frame(6, model_version="")]  # back to "newest": sent whole
+    encoder, decoder = LeanEncoder(), LeanDecoder()
+    sent = [encoder.encode(f) for f in frames]
+    assert [s.lean for s in sent] == [False, True, True, True, False, True, False]
+    assert wire_bytes(sent[1]) < wire_bytes(frames[1]) - 30  # names, tasks and sizes left out
+    assert not sent[1].model_name and not sent[1].HasField("original_size")
+    assert sent[2].branch_id == "split-w050" and not sent[2].stream_id
+    for whole, lean in zip(frames, sent, strict=True):
+        wire = pb.InferRequest.FromString(lean.SerializeToString())
+        assert decoder.expand(wire) == whole
+    assert wire_bytes(frames[0]) == frames[0].ByteSize() + 5 + 9  # gRPC's and HTTP/2's framing
+
+
+def test_a_lean_frame_needs_a_frame_before_it() -> None:
+    lean = LeanEncoder()
+    lean.encode(_frame(0))
+    orphan = lean.encode(_frame(1))
+    with pytest.raises(errors.InvalidRequest, match="earlier frame"):
+        LeanDecoder().expand(orphan)
