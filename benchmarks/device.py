@@ -20,19 +20,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from splitedge.process import SplitedgeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("preprocess", "prefilter", "head", "encode", "uplink", "total")
@@ -59,18 +59,6 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _wait_event(process: subprocess.Popen[str], stream: Any, name: str, timeout: float) -> dict:
-    end = time.monotonic() + timeout
-    for line in stream:
-        if line.startswith("{"):
-            event = json.loads(line)
-            if event.get("event") == name:
-                return event
-        if time.monotonic() > end or process.poll() is not None:
-            break
-    raise RuntimeError(f"no {name!r} event from {process.args}")
-
-
 def export_demo(out: Path) -> Path:
     subprocess.run(
         [
@@ -83,15 +71,12 @@ def export_demo(out: Path) -> Path:
     return out
 
 
-def start_edge(bundle: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
+def start_edge(bundle: Path, log: Path) -> tuple[SplitedgeProcess, int]:
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "splitedge", "serve", "--bundle", str(bundle),
-         "--grpc-port", str(port), "--http-port", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
-    )
-    _wait_event(process, process.stdout, "ready", 180)
-    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+    process = SplitedgeProcess(
+        ["serve", "--bundle", bundle, "--grpc-port", port, "--http-port", "0"], log
+    ).start()
+    process.wait_for("ready", 180)
     return process, port
 
 
@@ -112,27 +97,19 @@ def run_daemon(
     }
     path = workdir / f"device-{threads}.yaml"
     path.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "splitedge", "device", "run", "--config", str(path)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    assert process.stderr is not None
-    _wait_event(process, process.stderr, "ready", 120)
-    ready_rss = _rss_mb(process.pid)
+    process = SplitedgeProcess(
+        ["device", "run", "--config", path], workdir / f"device-{threads}.log"
+    ).start()
+    process.wait_for("ready", 120)
+    assert process.popen is not None
+    pid = process.popen.pid
+    ready_rss = _rss_mb(pid)
     peak = [ready_rss]
-    stopped: dict[str, Any] = {}
-
-    def read() -> None:
-        for line in process.stderr:  # type: ignore[union-attr]
-            if line.startswith('{"event": "stopped"'):
-                stopped.update(json.loads(line))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    while process.poll() is None:
-        peak.append(_rss_mb(process.pid))
+    while process.running:
+        peak.append(_rss_mb(pid))
         time.sleep(0.05)
-    reader.join(timeout=10)
+    process.wait()
+    stopped = process.event("stopped") or {}
     records = [json.loads(line) for line in outcomes.read_text().splitlines()]
     return records, stopped, ready_rss, max(peak)
 
@@ -148,16 +125,14 @@ def idle_rss(workdir: Path, bundle: Path, port: int) -> float:
         "edge": {"target": f"127.0.0.1:{port}"}, "metrics": {"enabled": False},
         "sinks": [{"kind": "file", "path": str(outcomes)}],
     }))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "splitedge", "device", "run", "--config", str(path)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    _wait_event(process, process.stderr, "ready", 120)
+    process = SplitedgeProcess(
+        ["device", "run", "--config", path], config_dir / "device.log"
+    ).start()
+    process.wait_for("ready", 120)
     time.sleep(3)
-    rss = _rss_mb(process.pid)
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
-    process.stderr.close()  # type: ignore[union-attr]
+    assert process.popen is not None
+    rss = _rss_mb(process.popen.pid)
+    process.stop(30)
     return rss
 
 
@@ -274,8 +249,7 @@ def main() -> int:
                 "edge_server_after_run": round(_rss_mb(edge.pid), 1),
             }
         finally:
-            edge.send_signal(signal.SIGTERM)
-            edge.wait(timeout=30)
+            edge.stop(30)
     if not args.skip_install:
         figures["install"] = install_sizes()
     print(json.dumps(figures, indent=2))

@@ -20,8 +20,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ from device_client.head import HeadRunner
 from shared.bundle import split_branch_id
 from shared.messages import FrameRequest, infer_request
 from shared.wire import pb, pb_grpc
+from splitedge.process import SplitedgeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_BUNDLE = ROOT / "bundles" / "demo-shapes"
@@ -126,36 +125,16 @@ class Server:
     """`splitedge serve` in its own process, with settings as env vars."""
 
     def __init__(self, bundle: Path, **settings: Any) -> None:
-        env = os.environ | {f"SPLITEDGE_{k.upper()}": str(v) for k, v in settings.items()}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "splitedge",
-                "serve",
-                "--bundle",
-                str(bundle),
-                "--grpc-port",
-                "0",
-                "--http-port",
-                "0",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        events = []
-        for line in self.process.stdout:
-            events.append(json.loads(line))
-            if events[-1]["event"] in ("ready", "failed"):
-                break
-        if events[-1]["event"] != "ready":
-            raise RuntimeError(f"server did not start: {events}")
-        self.target = f"127.0.0.1:{events[0]['grpc_port']}"
-        self.http = f"http://127.0.0.1:{events[0]['http_port']}"
+        env = {f"SPLITEDGE_{k.upper()}": str(v) for k, v in settings.items()}
+        log = Path(tempfile.mkdtemp(prefix="bench-edge-")) / "edge.log"
+        self.process = SplitedgeProcess(
+            ["serve", "--bundle", bundle, "--grpc-port", "0", "--http-port", "0"], log, env=env
+        ).start()
+        ports = self.process.wait_for("ready")["listening"]
+        self.target = f"127.0.0.1:{ports['grpc_port']}"
+        self.http = f"http://127.0.0.1:{ports['http_port']}"
+        assert self.process.popen is not None
+        self.pid = self.process.popen.pid
 
     def mean_batch_size(self) -> float:
         import httpx
@@ -170,15 +149,12 @@ class Server:
         return total / count if count else 0.0
 
     def peak_rss_mb(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        status = Path(f"/proc/{self.pid}/status").read_text()
         line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
         return int(line.split()[1]) / 1024
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
-        if self.process.stdout:
-            self.process.stdout.close()
+        self.process.stop()
 
 
 async def latencies(target: str, request: pb.InferRequest, frames: int) -> dict[str, float]:

@@ -54,6 +54,7 @@ import httpx
 
 from benchmarks.edge import build_request
 from shared.wire import pb, pb_grpc
+from splitedge.process import SplitedgeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_BUNDLE = ROOT / "bundles" / "demo-shapes"
@@ -64,41 +65,31 @@ class Server:
     """`splitedge serve` from `root`, settings as env vars; CPU and memory read from /proc."""
 
     def __init__(self, root: Path, bundle: Path, **settings: Any) -> None:
-        env = os.environ | {f"SPLITEDGE_{k.upper()}": str(v) for k, v in settings.items()}
+        env = {f"SPLITEDGE_{k.upper()}": str(v) for k, v in settings.items()}
         env["PYTHONPATH"] = str(root)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "splitedge", "serve", "--bundle", str(bundle),
-             "--grpc-port", "0", "--http-port", "0"],
-            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        assert self.process.stdout is not None
-        events = []
-        for line in self.process.stdout:
-            events.append(json.loads(line))
-            if events[-1]["event"] in ("ready", "failed"):
-                break
-        if events[-1]["event"] != "ready":
-            raise RuntimeError(f"server did not start: {events}")
-        self.target = f"127.0.0.1:{events[0]['grpc_port']}"
-        self.http = f"http://127.0.0.1:{events[0]['http_port']}"
+        log = Path(tempfile.mkdtemp(prefix="bench-hostile-")) / "edge.log"
+        # stdout=PIPE: a --code-root from before shared.lifecycle announces on stdout.
+        self.process = SplitedgeProcess(
+            ["serve", "--bundle", bundle, "--grpc-port", "0", "--http-port", "0"],
+            log, env=env, cwd=root, stdout=subprocess.PIPE,
+        ).start()
+        ports = self.process.wait_for("ready")["listening"]
+        self.target = f"127.0.0.1:{ports['grpc_port']}"
+        self.http = f"http://127.0.0.1:{ports['http_port']}"
+        assert self.process.popen is not None
+        self.pid = self.process.popen.pid
 
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / TICKS
 
     def memory_mb(self, key: str) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        status = Path(f"/proc/{self.pid}/status").read_text()
         line = next(x for x in status.splitlines() if x.startswith(key + ":"))
         return int(line.split()[1]) / 1024
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        if self.process.stdout:
-            self.process.stdout.close()
+        self.process.stop()
 
 
 def tiny_request(valid: pb.InferRequest, deadline_unix_ns: int = 0) -> pb.InferRequest:

@@ -27,10 +27,7 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -44,6 +41,7 @@ import yaml
 from benchmarks.edge import DEMO_BUNDLE, build_request, percentile, throughput
 from deploy.lb.loopback import Balancer, Replica, ScaleOut, wait_for
 from shared.wire import pb, pb_grpc
+from splitedge.process import SplitedgeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 EDGE_REASONS = ("edge_unavailable", "deadline_missed", "edge_error")
@@ -140,16 +138,10 @@ class Device:
         self.config = workdir / "device.yaml"
         self.config.write_text(yaml.safe_dump(config))
         self.log = workdir / "device.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process = SplitedgeProcess(["device", "run", "--config", self.config], self.log)
 
     def start(self) -> Device:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "splitedge", "device", "run", "--config", str(self.config)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
+        self.process.start()
         return self
 
     def outcomes(self) -> list[dict[str, Any]]:
@@ -159,16 +151,12 @@ class Device:
         return [json.loads(line) for line in lines if line.endswith("}")]
 
     def stop(self) -> dict[str, Any]:
-        """SIGTERM, wait; the daemon's `stopped` summary (JSON on stderr)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
-        for line in reversed(self.log.read_text(errors="replace").splitlines()):
-            # The JSON may share its line with a log line (two writes): find it in the line.
-            start = line.find('{"event": "stopped"')
-            if start >= 0:
-                return dict(json.loads(line[start:]))
-        raise RuntimeError(f"{self.name} did not report `stopped`:\n{self.log.read_text()[-2000:]}")
+        """SIGTERM, wait; the daemon's `stopped` summary (a lifecycle event)."""
+        self.process.stop(60)
+        stopped = self.process.event("stopped")
+        if stopped is None:
+            raise RuntimeError(f"{self.name} did not report `stopped`:\n{self.process.log[-2000:]}")
+        return stopped
 
 
 def finished_at(outcome: dict[str, Any]) -> float:

@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -44,7 +43,7 @@ import numpy as np
 import yaml
 
 from loadtest.netshape import LinkSpec, rate_at, read_trace, shape
-from splitedge.demo import Process
+from splitedge.process import SplitedgeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST_IP, DEVICE_IP = "10.231.7.1", "10.231.7.2"
@@ -164,7 +163,7 @@ def network(rtt_ms: float) -> Iterator[Shaper]:
 
 @contextlib.contextmanager
 def edge_server(bundle: Path, out: Path) -> Iterator[int]:
-    edge = Process(
+    edge = SplitedgeProcess(
         [
             "serve",
             "--host",
@@ -179,8 +178,7 @@ def edge_server(bundle: Path, out: Path) -> Iterator[int]:
             "2",
         ],
         out / "edge.log",
-        events_on="stdout",
-    )
+    ).start()
     try:
         yield int(edge.wait_for("ready")["listening"]["grpc_port"])
     finally:
@@ -280,28 +278,13 @@ def run_device(
     CGROUP.mkdir(exist_ok=True)
     (CGROUP / "cpu.cfs_period_us").write_text("100000")
     (CGROUP / "cpu.cfs_quota_us").write_text(str(int(100000 * args.cpu_quota)))
-    log = (workdir / "device.log").open("w")
-    process = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            shaper.namespace,
-            sys.executable,
-            "-m",
-            "splitedge",
-            "device",
-            "run",
-            "--config",
-            str(workdir / "device.yaml"),
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    (CGROUP / "cgroup.procs").write_text(str(process.pid))
+    process = SplitedgeProcess(
+        ["device", "run", "--config", workdir / "device.yaml"],
+        workdir / "device.log",
+        prefix=("ip", "netns", "exec", shaper.namespace),
+    ).start()
+    assert process.popen is not None
+    (CGROUP / "cgroup.procs").write_text(str(process.popen.pid))
     started = _wait_first_outcome(outcomes, process)
     stop = threading.Event()
     replay = threading.Thread(target=_replay, args=(shaper, trace, started, stop), daemon=True)
@@ -309,19 +292,17 @@ def run_device(
     try:
         process.wait(timeout=args.seconds * 4 + 120)
     except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        process.stop()
     stop.set()
     replay.join()
-    log.close()
     records = [json.loads(line) for line in outcomes.read_text().splitlines()]
     return records, started
 
 
-def _wait_first_outcome(outcomes: Path, process: subprocess.Popen[str]) -> float:
+def _wait_first_outcome(outcomes: Path, process: SplitedgeProcess) -> float:
     """Wall time (unix s) of the first frame's capture: the trace's zero."""
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
+    while time.monotonic() < deadline and process.running:
         if outcomes.exists() and outcomes.stat().st_size:
             first = json.loads(outcomes.read_text().splitlines()[0])
             return float(first["capture_time_unix_ns"]) / 1e9

@@ -23,7 +23,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import onnxruntime as ort
 
@@ -42,15 +41,10 @@ from device_client.systemd import Notifier
 from device_client.tracker import BoxTracker
 from shared.bundle import Bundle, Manifest
 from shared.errors import ConfigError, SplitEdgeError
+from shared.lifecycle import announce
 
 log = logging.getLogger("splitedge.device")
 FORBIDDEN = ("torch", "torchvision", "compressai")
-
-
-def announce(event: str, **fields: Any) -> None:
-    # One write for the line and its newline: another thread's log line must not land between.
-    sys.stderr.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stderr.flush()
 
 
 def forbidden_modules() -> list[str]:
@@ -187,9 +181,6 @@ def _uplink_state(metrics: DeviceMetrics, up: bool) -> None:
     metrics.uplink_up.set(1 if up else 0)
     if up:
         metrics.reconnects.inc()
-
-
-USAGE = "splitedge device {run,check} --config device.yaml"
 
 
 def main(argv: list[str]) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import socket
 import sys
@@ -24,6 +23,7 @@ from edge_server.http_protocol import limited_protocol
 from edge_server.logs import limit_noisy_loggers
 from edge_server.runtime import EdgeRuntime
 from edge_server.settings import EdgeSettings
+from shared import lifecycle
 
 
 def _grpc_credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
@@ -42,15 +42,10 @@ def _http_socket(settings: EdgeSettings) -> socket.socket:
     return sock
 
 
-def _announce(event: str, **fields: object) -> None:
-    """One JSON line on stdout per lifecycle event: scripts and tests read the ports from it."""
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
 async def serve(
     settings: EdgeSettings,
     stop: asyncio.Event | None = None,
-    announce: Callable[..., None] = _announce,
+    announce: Callable[..., None] = lifecycle.announce,
     runtime: EdgeRuntime | None = None,
 ) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT); `announce(event, **fields)` hears the

@@ -30,10 +30,10 @@ import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
 
 from loadtest.netshape import LinkSpec, shape
 from loadtest.statuses import SHED_ERRORS
+from splitedge.process import SplitedgeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "bundles" / "demo-shapes"
@@ -102,21 +102,20 @@ class Namespace:
 
 
 class Edge:
-    """`splitedge serve` on the host end of the veth; lifecycle events read from its stdout."""
+    """`splitedge serve` on the host end of the veth, awaited through its lifecycle events."""
 
     def __init__(self, host: str, log: Path, extra: list[str]) -> None:
-        self.log = log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "splitedge", "serve", "--bundle", str(BUNDLE), "--host", host,
-             "--grpc-port", "0", "--http-port", "0", *extra],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, text=True,
-            env=os.environ | {"PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        assert self.process.stdout is not None
-        events = _read_events(self.process.stdout, "ready", timeout=300)
+        self.process = SplitedgeProcess(
+            ["serve", "--bundle", BUNDLE, "--host", host, "--grpc-port", "0", "--http-port", "0",
+             *extra],
+            log,
+        ).start()  # fmt: skip
+        events = self.process.wait_for("ready", timeout=300)
         self.grpc_port = events["listening"]["grpc_port"]
         self.http_port = events["listening"]["http_port"]
         self.host = host
+        assert self.process.popen is not None
+        self.pid = self.process.popen.pid
 
     def metrics(self) -> dict[str, float]:
         """Answers by status (the shed ones among them) from the edge's /metrics."""
@@ -134,38 +133,13 @@ class Edge:
     def rss_mb(self) -> float:
         # The edge's /metrics carries no process collector (its registry is its own), so RSS
         # comes from /proc, where the runner can see it.
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return 0.0
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self.log.close()
-
-
-def _read_events(stream: IO[str], until: str, timeout: float) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    seen: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            break
-        if line.startswith("{"):
-            event = json.loads(line)
-            seen[event["event"]] = event
-            if event["event"] in (until, "failed"):
-                break
-    if until not in seen:
-        raise RuntimeError(f"the edge did not become {until}: {seen}")
-    return seen
+        self.process.stop(30)
 
 
 def run_locust(

@@ -29,7 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from splitedge.demo import Process, make_clip  # noqa: E402
+from splitedge.demo import make_clip  # noqa: E402
+from splitedge.process import SplitedgeProcess  # noqa: E402
 
 BUNDLE = ROOT / "bundles" / "demo-shapes"
 IN_ROOT = Path("/opt/run")  # the work folder as the arm64 side sees it
@@ -232,7 +233,7 @@ def daemon(root: Path, run: Path, frames: int) -> dict[str, Any]:
     for old in frames_dir.glob("*.png"):
         old.unlink()
     paths = make_clip(frames_dir, frames, seed=11)
-    edge = Process(
+    edge = SplitedgeProcess(
         [
             "serve",
             "--bundle",
@@ -245,8 +246,7 @@ def daemon(root: Path, run: Path, frames: int) -> dict[str, Any]:
             "1",
         ],
         run / "edge.log",
-        events_on="stdout",
-    )
+    ).start()
     try:
         ports = edge.wait_for("ready")["listening"]
         results = {}
@@ -257,11 +257,10 @@ def daemon(root: Path, run: Path, frames: int) -> dict[str, Any]:
             outcomes.unlink(missing_ok=True)
             start = time.monotonic()
             if side == "x86":
-                device = Process(
+                device = SplitedgeProcess(
                     ["device", "run", "--config", str(run / "x86.yaml")], run / "x86-device.log"
-                )
-                code = device.popen.wait(timeout=600)
-                device.stop()
+                ).start()
+                code = device.wait(timeout=600)
             else:
                 done = in_root(
                     root,

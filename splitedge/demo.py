@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from splitedge.process import SplitedgeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = ROOT / "bundles" / "demo-shapes"
@@ -56,56 +54,6 @@ def make_clip(folder: Path, frames: int, seed: int) -> list[Path]:
     return paths
 
 
-class Process:
-    """A child process; its JSON lifecycle lines (on `events_on`: stdout, or none) can be awaited.
-    Everything else goes to its log file, so no pipe fills while nobody reads it."""
-
-    def __init__(self, args: list[str], log: Path, events_on: str = "none") -> None:
-        self.name = args[0]
-        self.log = log.open("w")
-        stdout = subprocess.PIPE if events_on == "stdout" else self.log
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "splitedge", *args],
-            cwd=ROOT,
-            stdout=stdout,
-            stderr=self.log,
-            text=True,
-            env=os.environ | {"PYTHONUNBUFFERED": "1"},
-        )
-        self.events = self.popen.stdout if events_on == "stdout" else None
-
-    def wait_for(self, event: str, timeout: float = 180) -> dict[str, Any]:
-        assert self.events is not None
-        deadline = time.monotonic() + timeout
-        seen: list[dict[str, Any]] = []
-        for line in self.events:
-            self.log.write(line)
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            seen.append(record)
-            if record.get("event") == event:
-                return {e["event"]: e for e in seen if "event" in e}
-            if record.get("event") == "failed" or time.monotonic() > deadline:
-                break
-        raise RuntimeError(f"{self.name} did not reach {event!r}: {seen[-3:]}; see {self.log.name}")
-
-    def stop(self) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            code = self.popen.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            code = self.popen.wait()
-        if self.events is not None:
-            self.log.write(self.events.read())
-            self.events.close()
-        self.log.close()
-        return code
-
-
 def device_config(
     out: Path, frames_dir: Path, ports: dict[str, Any], model: str, fps: float
 ) -> Path:
@@ -124,7 +72,7 @@ def device_config(
     return path
 
 
-def follow(outcomes: Path, device: Process, total: int) -> list[dict[str, Any]]:
+def follow(outcomes: Path, device: SplitedgeProcess, total: int) -> list[dict[str, Any]]:
     """Print each outcome as the daemon writes it, under a progress bar, until the daemon ends."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -142,7 +90,7 @@ def follow(outcomes: Path, device: Process, total: int) -> list[dict[str, Any]]:
         task = progress.add_task("frames", total=total)
         position = 0
         while True:
-            finished = device.popen.poll() is not None
+            finished = not device.running
             if outcomes.exists():
                 with outcomes.open() as stream:
                     stream.seek(position)
@@ -263,7 +211,7 @@ def main(argv: list[str]) -> int:
     model = load_bundle(args.bundle).manifest.name
     print(f"splitedge demo: {frames} frames, bundle {args.bundle}, output in {out}")
     paths = make_clip(out / "frames", frames, args.seed)
-    edge = Process(
+    edge = SplitedgeProcess(
         [
             "serve",
             "--bundle",
@@ -276,14 +224,15 @@ def main(argv: list[str]) -> int:
             "2",
         ],
         out / "edge.log",
-        events_on="stdout",
-    )
+    ).start()
     device = None
     try:
         ports = edge.wait_for("ready")["listening"]
         print(f"edge server ready: gRPC :{ports['grpc_port']}, HTTP :{ports['http_port']}")
         config = device_config(out, out / "frames", ports, model, args.fps)
-        device = Process(["device", "run", "--config", str(config)], out / "device.log")
+        device = SplitedgeProcess(
+            ["device", "run", "--config", str(config)], out / "device.log"
+        ).start()
         records = follow(out / "outcomes.jsonl", device, len(paths))
     finally:
         device_code = device.stop() if device else None

@@ -24,7 +24,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,6 +32,8 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from splitedge.process import LifecycleError, SplitedgeProcess
 
 CONFIG = Path(__file__).with_name("haproxy.cfg")
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 class Replica:
     """One `splitedge serve` process on fixed loopback ports, so a restart comes back where the
-    balancer expects it. Its JSON lifecycle lines (stdout) are kept in `events`."""
+    balancer expects it; spawned and awaited by `splitedge.process.SplitedgeProcess`."""
 
     def __init__(
         self,
@@ -79,11 +80,19 @@ class Replica:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.log = workdir / f"{name}.log"
-        self.serve_args = list(serve_args)
-        self.env = env
-        self.events: list[dict[str, Any]] = []
-        self.process: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
+        args: list[str | int | Path] = ["serve", "--host", "127.0.0.1"]
+        for bundle in self.bundles:
+            args += ["--bundle", bundle]
+        args += ["--grpc-port", self.grpc_port, "--http-port", self.http_port, *serve_args]
+        self.spawned = SplitedgeProcess(args, self.log, env=env)
+
+    @property
+    def process(self) -> subprocess.Popen[str] | None:
+        return self.spawned.popen
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self.spawned.events
 
     @property
     def grpc_target(self) -> str:
@@ -95,79 +104,36 @@ class Replica:
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.spawned.running
 
     def start(self) -> Replica:
         """Launch the process (returns at once; `wait_ready` blocks)."""
-        command = [sys.executable, "-m", "splitedge", "serve", "--host", "127.0.0.1"]
-        for bundle in self.bundles:
-            command += ["--bundle", str(bundle)]
-        command += ["--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port)]
-        command += self.serve_args
-        self.events = []
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env={**os.environ, **(self.env or {})},
-            )
-        self._reader = threading.Thread(target=self._read, name=f"{self.name}-stdout", daemon=True)
-        self._reader.start()
+        self.spawned.start()
         return self
 
-    def _read(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            with contextlib.suppress(json.JSONDecodeError):
-                self.events.append(json.loads(line))
-
     def event(self, name: str) -> dict[str, Any] | None:
-        return next((e for e in self.events if e.get("event") == name), None)
+        return self.spawned.event(name)
 
     def wait_ready(self, timeout: float = STARTUP_S) -> Replica:
-        wait_for(
-            lambda: self.event("ready") is not None or not self.running,
-            timeout,
-            f"replica {self.name} to be ready",
-        )
-        if self.event("ready") is None:
-            raise RuntimeError(f"replica {self.name} failed to start:\n{self.log_tail()}")
+        try:
+            self.spawned.wait_for("ready", timeout)
+        except LifecycleError as exc:
+            raise RuntimeError(f"replica {self.name} failed to start:\n{self.log_tail()}") from exc
         return self
 
     def terminate(self) -> None:
         """SIGTERM: the replica drains (readiness off, admitted frames answered) and exits."""
-        if self.running:
-            assert self.process is not None
-            self.process.send_signal(signal.SIGTERM)
+        self.spawned.terminate()
 
     def wait(self, timeout: float = 60) -> int:
-        assert self.process is not None
-        code = self.process.wait(timeout=timeout)
-        if self._reader is not None:
-            self._reader.join(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        return code
+        return self.spawned.wait(timeout)
 
     def stop(self, timeout: float = 60) -> None:
-        if self.process is None:
-            return
-        self.terminate()
-        try:
-            self.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        self.spawned.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL: gone without a word, as a crashed pod or a pulled cable."""
-        if self.process is None:
-            return
-        if self.running:
-            self.process.kill()
-        self.wait(timeout=30)
+        self.spawned.kill()
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` on this replica's /metrics whose labels include `labels`."""

@@ -3,14 +3,9 @@ processes on loopback. Every process a test starts is stopped by the fixture tha
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,15 +14,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.device_client.bundle_factory import make_tiny_bundle
+from splitedge.process import LifecycleError, SplitedgeProcess
+from tests.bundles import Bundles
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_S = 90.0  # the edge imports torch and warms its tails; generous for a loaded 2-core box
 
 
 @pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+def bundle_dir(bundles: Bundles) -> Path:
+    return bundles.tiny
 
 
 def free_port() -> int:
@@ -44,35 +40,6 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _close(process: subprocess.Popen[str]) -> None:
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
-
-
-class JsonLinesReader:
-    """Reads a process stream on a thread; keeps the JSON objects and the raw text."""
-
-    def __init__(self, stream: Any) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.text: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            self.text.append(line)
-            if line.startswith("{"):
-                with contextlib.suppress(json.JSONDecodeError):
-                    self.events.append(json.loads(line))
-
-    def event(self, name: str) -> dict[str, Any] | None:
-        return next((e for e in self.events if e.get("event") == name), None)
-
-    def join(self) -> None:
-        self._thread.join(timeout=10)
-
-
 class EdgeProcess:
     """`splitedge serve` on loopback, on a fixed gRPC port so a restart comes back at the same
     address."""
@@ -81,65 +48,26 @@ class EdgeProcess:
         self, bundle: Path, grpc_port: int, log: Path, extra_args: tuple[str, ...] = ()
     ) -> None:
         self.bundle, self.grpc_port, self.log = bundle, grpc_port, log
-        self.extra_args = extra_args
         self.http_port = 0
-        self.process: subprocess.Popen[str] | None = None
-        self._reader: JsonLinesReader | None = None
+        self.spawned = SplitedgeProcess(
+            ["serve", "--bundle", bundle, "--grpc-port", grpc_port, "--http-port", "0",
+             "--drain-seconds", "1", *extra_args],
+            log,
+        )
 
     def start(self) -> EdgeProcess:
-        command = [
-            sys.executable,
-            "-m",
-            "splitedge",
-            "serve",
-            "--bundle",
-            str(self.bundle),
-            "--grpc-port",
-            str(self.grpc_port),
-            "--http-port",
-            "0",
-            "--drain-seconds",
-            "1",
-            *self.extra_args,
-        ]
-        with self.log.open("a") as err:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True
-            )
-        assert self.process.stdout is not None
-        reader = self._reader = JsonLinesReader(self.process.stdout)
-        wait_for(
-            lambda: reader.event("ready") is not None or self.process.poll() is not None,  # type: ignore[union-attr]
-            STARTUP_S,
-            "the edge server to be ready",
-        )
-        if reader.event("ready") is None:
-            raise AssertionError(f"edge failed to start:\n{self.log.read_text()[-3000:]}")
-        listening = reader.event("listening")
-        assert listening is not None
-        self.http_port = int(listening["http_port"])
+        try:
+            events = self.spawned.start().wait_for("ready", STARTUP_S)
+        except LifecycleError as exc:
+            raise AssertionError(f"edge failed to start:\n{self.spawned.log[-3000:]}") from exc
+        self.http_port = int(events["listening"]["http_port"])
         return self
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self._release()
+        self.spawned.kill()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._release()
-
-    def _release(self) -> None:
-        if self.process is not None and self._reader is not None:
-            self._reader.join()
-            _close(self.process)
+        self.spawned.stop(15)
 
 
 @pytest.fixture(scope="module")
@@ -163,52 +91,32 @@ class DaemonProcess:
         config.setdefault("metrics", {"port": 0})
         self.config_path = workdir / "device.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
-        self.env = {**os.environ, **(env or {})}
-        self.process: subprocess.Popen[str] | None = None
-        self.stderr: JsonLinesReader | None = None
+        self.spawned = SplitedgeProcess(
+            ["device", "run", "--config", self.config_path], workdir / "device.log", env=env
+        )
+
+    @property
+    def process(self) -> subprocess.Popen[str] | None:
+        return self.spawned.popen
 
     def start(self) -> DaemonProcess:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "splitedge", "device", "run", "--config", str(self.config_path)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.stderr = JsonLinesReader(self.process.stderr)
+        self.spawned.start()
         return self
 
     def wait_ready(self) -> dict[str, Any]:
-        assert self.stderr is not None and self.process is not None
-        wait_for(
-            lambda: self.stderr.event("ready") is not None or self.process.poll() is not None,  # type: ignore[union-attr]
-            STARTUP_S,
-            "the daemon to be ready",
-        )
-        ready = self.stderr.event("ready")
-        assert ready is not None, "".join(self.stderr.text)[-3000:]
-        return ready
+        try:
+            return self.spawned.wait_for("ready", STARTUP_S)["ready"]
+        except LifecycleError as exc:
+            raise AssertionError(self.log[-3000:]) from exc
 
     def wait_exit(self, timeout: float = 60) -> int:
-        assert self.process is not None and self.stderr is not None
-        code = self.process.wait(timeout=timeout)
-        self.stderr.join()
-        _close(self.process)
-        return code
+        return self.spawned.wait(timeout)
 
     def terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        self.spawned.terminate()
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        if self.process is not None:
-            if self.stderr is not None:
-                self.stderr.join()
-            _close(self.process)
+        self.spawned.kill()
 
     def outcomes(self) -> list[dict[str, Any]]:
         if not self.outcomes_path.exists():
@@ -217,12 +125,11 @@ class DaemonProcess:
         return [json.loads(line) for line in lines if line.endswith("}")]
 
     def event(self, name: str) -> dict[str, Any] | None:
-        assert self.stderr is not None
-        return self.stderr.event(name)
+        return self.spawned.event(name)
 
     @property
     def log(self) -> str:
-        return "".join(self.stderr.text) if self.stderr is not None else ""
+        return self.spawned.log
 
 
 @pytest.fixture

@@ -18,29 +18,12 @@ torch = pytest.importorskip("torch")
 from edge_server.app import serve  # noqa: E402
 from edge_server.runtime import EdgeRuntime  # noqa: E402
 from edge_server.settings import EdgeSettings  # noqa: E402
-from split_models.export import export_bundle  # noqa: E402
-from split_models.split import SplitConfig, build_student  # noqa: E402
-from split_models.teachers import build_teacher  # noqa: E402
-from tests.split_models.conftest import frame, spread_scores  # noqa: E402
+from tests.bundles import Bundles, frame  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    teachers = {
-        "detection": ("tiny_fasterrcnn", spread_scores(build_teacher("tiny_fasterrcnn"))),
-        "classification": ("tiny_resnet", build_teacher("tiny_resnet")),
-    }
-    student = build_student(teachers, SplitConfig(inner_channels=32))
-    return export_bundle(
-        student,
-        teachers,
-        tmp_path_factory.mktemp("edge") / "demo-shapes",
-        name="demo-shapes",
-        version="1",
-        sample=frame(240, 320),
-        repeats=1,
-    )
+def bundle_dir(bundles: Bundles) -> Path:
+    return bundles.demo.root
 
 
 @dataclass

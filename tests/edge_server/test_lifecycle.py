@@ -3,9 +3,6 @@ and warmed; on shutdown both flip first, admitted frames finish, then the proces
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edge_server.runtime import EdgeRuntime
 from shared.wire import pb, pb_grpc
+from splitedge.process import LifecycleError, SplitedgeProcess
 from tests.edge_server.client import FrameEncoder
 from tests.edge_server.conftest import RunningEdge, a_frame, edge_settings
 
@@ -95,40 +93,18 @@ def test_readiness_and_health_flip_at_start_up_and_shutdown(bundle_dir) -> None:
     http.close()
 
 
-def test_cli_process_serves_with_env_flags_and_exits_cleanly_on_sigterm(bundle_dir) -> None:
-    env = os.environ | {"SPLITEDGE_MAX_BATCH_SIZE": "3", "SPLITEDGE_WARMUP": "false"}
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "splitedge",
-            "serve",
-            "--bundle",
-            str(bundle_dir),
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-        ],
-        cwd=ROOT,
+def test_cli_process_serves_with_env_flags_and_exits_cleanly_on_sigterm(
+    bundle_dir, tmp_path
+) -> None:
+    env = {"SPLITEDGE_MAX_BATCH_SIZE": "3", "SPLITEDGE_WARMUP": "false"}
+    process = SplitedgeProcess(
+        ["serve", "--bundle", bundle_dir, "--grpc-port", "0", "--http-port", "0"],
+        tmp_path / "edge.log",
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as process:
-        _serve_then_terminate(process, bundle_dir)
-
-
-def _serve_then_terminate(process: subprocess.Popen[str], bundle_dir: Path) -> None:
+    ).start()
     try:
-        assert process.stdout is not None
-        events = []
-        for line in process.stdout:
-            events.append(json.loads(line))
-            if events[-1]["event"] in ("ready", "failed"):
-                break
-        assert events[-1]["event"] == "ready", events
-        ports = events[0]
+        ports = process.wait_for("ready")["listening"]
+        assert [e["event"] for e in process.events] == ["listening", "ready"]
         with httpx.Client(base_url=f"http://127.0.0.1:{ports['http_port']}") as http:
             assert http.get("/readyz").status_code == 200
         with grpc.insecure_channel(f"127.0.0.1:{ports['grpc_port']}") as channel:
@@ -137,13 +113,29 @@ def _serve_then_terminate(process: subprocess.Popen[str], bundle_dir: Path) -> N
             )
         assert answer.status.code == pb.FRAME_OK
         assert answer.timings.batch_size == 1
-        process.send_signal(signal.SIGTERM)
-        rest = [json.loads(line) for line in process.stdout]
-        assert process.wait(timeout=60) == 0
-        assert [e["event"] for e in rest] == ["draining", "stopped"]
+        assert process.stop() == 0
+        events = [e["event"] for e in process.events]
+        assert events == ["listening", "ready", "draining", "stopped"]
     finally:
-        if process.poll() is None:
-            process.kill()
+        process.kill()
+
+
+def test_both_processes_announce_the_same_way_on_stderr(tmp_path) -> None:
+    """The edge and the device write their lifecycle events as `shared.lifecycle` lines on
+    stderr, never on stdout (the device's stdout is its outcome sink)."""
+    for args in (["serve", "--grpc-port", "not-a-port", "--bundle", "x"], ["device", "run",
+                 "--config", str(tmp_path / "missing.yaml")]):
+        result = subprocess.run(
+            [sys.executable, "-m", "splitedge", *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+        assert '"event"' not in result.stdout, (args, result.stdout)
+    device = SplitedgeProcess(
+        ["device", "run", "--config", tmp_path / "missing.yaml"], tmp_path / "device.log"
+    ).start()
+    with pytest.raises(LifecycleError, match="failed before 'ready'"):
+        device.wait_for("ready", 120)
+    assert device.wait(60) == 2 and device.event("failed")["kind"] == "config"
 
 
 def test_cli_rejects_bad_flags_with_a_clear_message() -> None:

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
 from loadtest.statuses import SHED_ERRORS
+from splitedge.process import SplitedgeProcess
 
 # Checked without importing: importing locust would monkey-patch this pytest process with gevent.
 for _needed in ("locust", "torch"):  # torch: the edge process needs the edge extra
@@ -30,41 +28,18 @@ BUNDLE = ROOT / "bundles" / "demo-shapes"
 USERS = ("CameraStream", "UnaryInfer", "HttpInfer", "BundleDownload")
 
 
-def _events(stream: IO[str], until: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            break
-        if line.startswith("{"):
-            event = json.loads(line)
-            seen.append(event)
-            if event["event"] == until:
-                return {e["event"]: e for e in seen}
-            if event["event"] == "failed":
-                break
-    raise AssertionError(f"the edge did not say {until!r}: {seen}")
-
-
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    log = tmp_path_factory.mktemp("edge") / "stderr.log"
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "splitedge", "serve", "--bundle", str(BUNDLE),
-             "--grpc-port", "0", "--http-port", "0", "--max-batch-size", "4"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
-            env=os.environ | {"PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        with process:  # closes the stdout pipe on the way out
-            try:
-                assert process.stdout is not None
-                events = _events(process.stdout, "ready", timeout=180)
-                yield events["listening"]
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
+    log = tmp_path_factory.mktemp("edge") / "edge.log"
+    process = SplitedgeProcess(
+        ["serve", "--bundle", BUNDLE, "--grpc-port", "0", "--http-port", "0",
+         "--max-batch-size", "4"],
+        log,
+    ).start()  # fmt: skip
+    try:
+        yield process.wait_for("ready", timeout=180)["listening"]
+    finally:
+        process.stop(30)
 
 
 def test_every_user_class_gets_answers_and_nothing_but_shedding_fails(

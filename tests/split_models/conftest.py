@@ -1,61 +1,14 @@
-"""One small demo bundle per test session: tiny Faster R-CNN (head + detection tail) and a tiny
-ResNet classification tail on the same latent, random init, exported for real."""
+"""The model code's tests run on the session's demo bundle (tests/bundles.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.bundles import Bundles, Demo
 
-from split_models.export import export_bundle  # noqa: E402
-from split_models.split import SplitConfig, SplitModel, build_student  # noqa: E402
-from split_models.teachers import build_teacher  # noqa: E402
-
-
-@dataclass
-class Demo:
-    root: Path
-    student: SplitModel
-    teachers: dict[str, torch.nn.Module]
-
-
-def frame(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A frame with some structure (gradients + blocks), so features are not flat."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    image = np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1),
-                      (x + y) % 256], axis=-1).astype(np.uint8)
-    for _ in range(4):
-        top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
-        image[top : top + height // 4, left : left + width // 4] = rng.integers(0, 255, 3)
-    # Noise: flat regions make identical boxes with identical scores (ties decide nothing).
-    return (image // 2 + rng.integers(0, 128, image.shape)).astype(np.uint8)
-
-
-def spread_scores(detector: torch.nn.Module) -> torch.nn.Module:
-    """Random init gives every box the same score (~1/classes), so which boxes make the top-k is a
-    coin toss between any two runs. Larger predictor weights spread the scores as training would;
-    a parity test then compares real decisions, not ties."""
-    with torch.no_grad():
-        for layer in (detector.roi_heads.box_predictor.cls_score, detector.rpn.head.cls_logits):
-            layer.weight.normal_(0.0, 0.5)
-    return detector
+pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    torch.manual_seed(0)
-    teachers = {
-        "detection": ("tiny_fasterrcnn", spread_scores(build_teacher("tiny_fasterrcnn"))),
-        "classification": ("tiny_resnet", build_teacher("tiny_resnet")),
-    }
-    student = build_student(teachers, SplitConfig(inner_channels=32))
-    root = export_bundle(
-        student, teachers, tmp_path_factory.mktemp("bundle") / "demo-shapes",
-        name="demo-shapes", version="1", prefilter_threshold=0.5, sample=frame(360, 480), repeats=1,
-    )
-    return Demo(root, student, {task: model for task, (_, model) in teachers.items()})
+def demo(bundles: Bundles) -> Demo:
+    return bundles.demo

@@ -18,7 +18,7 @@ from shared.bundle import load_bundle  # noqa: E402
 from shared.errors import BundleError  # noqa: E402
 from split_models.__main__ import main as cli  # noqa: E402
 from split_models.runtime import TailRuntime  # noqa: E402
-from tests.split_models.conftest import Demo, frame  # noqa: E402
+from tests.bundles import Demo, frame  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

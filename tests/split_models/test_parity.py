@@ -14,7 +14,7 @@ from torchvision.ops import box_iou  # noqa: E402
 from device_client.head import HeadRunner  # noqa: E402
 from device_client.local import LocalRunner  # noqa: E402
 from split_models.runtime import TailResult, TailRuntime  # noqa: E402
-from tests.split_models.conftest import Demo, frame  # noqa: E402
+from tests.bundles import Demo, frame  # noqa: E402
 
 DETECTIONS_PER_IMAGE = 50  # the tiny detector's box_detections_per_img
 SHAPES = [(360, 480), (500, 300), (240, 560)]  # landscape, portrait, wide; none a multiple of 32
