@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -122,13 +123,17 @@ def raw_batched(runtime: Any, context: Any, window_s: float = 1.0) -> dict[int, 
 
 
 class Server:
-    """`splitedge serve` in its own process, with settings as env vars."""
+    """`splitedge serve` in its own process, with settings as env vars; from another checkout
+    with `root` (benchmarks/hostile.py's A/B)."""
 
-    def __init__(self, bundle: Path, **settings: Any) -> None:
+    def __init__(self, bundle: Path, root: Path = ROOT, **settings: Any) -> None:
         env = {f"SPLITEDGE_{k.upper()}": str(v) for k, v in settings.items()}
+        env["PYTHONPATH"] = str(root)
         log = Path(tempfile.mkdtemp(prefix="bench-edge-")) / "edge.log"
+        # stdout=PIPE: a checkout from before shared.lifecycle announces on stdout.
         self.process = SplitedgeProcess(
-            ["serve", "--bundle", bundle, "--grpc-port", "0", "--http-port", "0"], log, env=env
+            ["serve", "--bundle", bundle, "--grpc-port", "0", "--http-port", "0"],
+            log, env=env, cwd=root, stdout=subprocess.PIPE,
         ).start()
         ports = self.process.wait_for("ready")["listening"]
         self.target = f"127.0.0.1:{ports['grpc_port']}"

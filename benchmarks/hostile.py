@@ -52,32 +52,20 @@ from typing import Any
 import grpc
 import httpx
 
+from benchmarks.edge import Server as EdgeServer
 from benchmarks.edge import build_request
 from shared.wire import pb, pb_grpc
-from splitedge.process import SplitedgeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_BUNDLE = ROOT / "bundles" / "demo-shapes"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-class Server:
+class Server(EdgeServer):
     """`splitedge serve` from `root`, settings as env vars; CPU and memory read from /proc."""
 
     def __init__(self, root: Path, bundle: Path, **settings: Any) -> None:
-        env = {f"SPLITEDGE_{k.upper()}": str(v) for k, v in settings.items()}
-        env["PYTHONPATH"] = str(root)
-        log = Path(tempfile.mkdtemp(prefix="bench-hostile-")) / "edge.log"
-        # stdout=PIPE: a --code-root from before shared.lifecycle announces on stdout.
-        self.process = SplitedgeProcess(
-            ["serve", "--bundle", bundle, "--grpc-port", "0", "--http-port", "0"],
-            log, env=env, cwd=root, stdout=subprocess.PIPE,
-        ).start()
-        ports = self.process.wait_for("ready")["listening"]
-        self.target = f"127.0.0.1:{ports['grpc_port']}"
-        self.http = f"http://127.0.0.1:{ports['http_port']}"
-        assert self.process.popen is not None
-        self.pid = self.process.popen.pid
+        super().__init__(bundle, root, **settings)
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -87,9 +75,6 @@ class Server:
         status = Path(f"/proc/{self.pid}/status").read_text()
         line = next(x for x in status.splitlines() if x.startswith(key + ":"))
         return int(line.split()[1]) / 1024
-
-    def stop(self) -> None:
-        self.process.stop()
 
 
 def tiny_request(valid: pb.InferRequest, deadline_unix_ns: int = 0) -> pb.InferRequest:

@@ -35,7 +35,7 @@ from device_client.local import LocalRunner
 from device_client.metrics import DeviceMetrics
 from device_client.outcomes import FrameJob
 from device_client.policy import BranchPolicy
-from device_client.settlement import Fallback, Settlement, Tally
+from device_client.settlement import Fallback, Settlement, Tally, outcome_of
 from device_client.sinks import Sink
 from device_client.sources import Frame, FrameSource
 from device_client.stages import Finish, RunLocal, Send, Stages
@@ -109,7 +109,7 @@ class Pipeline:
             for frame in source:
                 self.settlement.seen()
                 if self._stopping.is_set():
-                    self.settlement.finish(FrameJob(frame), "dropped", "shutdown")
+                    self.settlement.settle(outcome_of(FrameJob(frame), "dropped", "shutdown"))
                     continue
                 self.process(frame)
                 if on_frame is not None:
@@ -127,7 +127,7 @@ class Pipeline:
     def on_source_drop(self, frame: Frame, reason: str) -> None:
         """A live source gave up a frame (buffer full, shutdown): it still gets its outcome."""
         self.settlement.seen()
-        self.settlement.finish(FrameJob(frame), "dropped", reason)
+        self.settlement.settle(outcome_of(FrameJob(frame), "dropped", reason))
 
     def _drain(self) -> None:
         self.in_flight.wait_empty()
@@ -153,13 +153,13 @@ class Pipeline:
                     self.fallback.run(job, step.reason, inline=True)
             else:
                 assert isinstance(step, Finish)
-                self.settlement.finish(job, step.kind, step.reason, step.results)
+                self.settlement.settle(outcome_of(job, step.kind, step.reason, step.results))
         except Exception:  # one bad frame must not stop the camera
             log.exception("frame %d failed", frame.frame_id)
-            self.settlement.finish(job, "dropped", "failed")
+            self.settlement.settle(outcome_of(job, "dropped", "failed"))
 
     def _on_result(self, job: FrameJob, reply: pb.InferResponse) -> None:
-        self.settlement.finish(job, "edge", None, results_of(reply), timings_of(reply))
+        self.settlement.settle(outcome_of(job, "edge", None, results_of(reply), timings_of(reply)))
 
     def _on_failure(
         self, job: FrameJob, reason: str, error: FrameError | None, inline: bool

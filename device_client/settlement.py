@@ -1,6 +1,6 @@
 """Where every frame ends: its `Outcome` is built, counted and handed on, exactly once.
 
-    settlement.finish(job, "edge", results=..., server=...)   # build the outcome and settle it
+    settlement.settle(outcome_of(job, "edge", results=..., server=...))   # exactly once a frame
     fallback.run(job, "deadline_missed", inline=False)          # local.onnx or drop, as configured
 
 `Settlement.settle` is the one place an outcome leaves the pipeline: metrics, the tracker's seed,
@@ -82,17 +82,6 @@ class Settlement:
             return self.tally.settled < self.tally.seen
 
     # -- outcomes --------------------------------------------------------------------------------
-    def finish(
-        self,
-        job: FrameJob,
-        kind: OutcomeKind,
-        reason: str | None = None,
-        results: Results = NO_RESULTS,
-        server: ServerTimings | None = None,
-        error: FrameError | None = None,
-    ) -> None:
-        self.settle(outcome_of(job, kind, reason, results, server, error))
-
     def settle(self, outcome: Outcome) -> None:
         """The one place an outcome leaves: sinks, metrics, the policy, the tally."""
         self.metrics.outcomes.labels(outcome.kind, outcome.reason or "").inc()
@@ -167,7 +156,7 @@ class Fallback:
             else self.config.on_edge_failure
         )
         if action == "drop":
-            self.settlement.finish(job, "dropped", reason, error=error)
+            self.settlement.settle(outcome_of(job, "dropped", reason, error=error))
         elif inline:
             self.local_now(job, reason, error)
         else:
