@@ -6,7 +6,8 @@
      ├── TablesError          entropy tables that are inconsistent or do not fit the latent
      ├── BundleError          a model bundle that is corrupt, incomplete or of an unknown schema
      ├── TeacherError         a teacher name, weights enum or checkpoint that cannot be resolved
-     ├── ConfigError          a device config that is invalid: unknown keys, bad values (start-up)
+     ├── ConfigError          a config that is invalid: unknown keys, bad values (device daemon,
+     │                        training experiments; at start-up)
      ├── SourceError          a frame source that cannot be opened or read (camera, file, RTSP)
      ├── UplinkUnavailable    the edge cannot be reached now (no stream); the device falls back
      └── FrameError           a frame the server answers without a result; `code` is its FrameCode
@@ -121,7 +122,8 @@ class TeacherError(SplitEdgeError):
 
 
 class ConfigError(SplitEdgeError):
-    """A device configuration that cannot be used; the message names every bad key and value."""
+    """A configuration that cannot be used (the device daemon's, a training experiment's); the
+    message names every bad key and value."""
 
 
 class SourceError(SplitEdgeError):

@@ -1,6 +1,7 @@
-"""`python -m split_models export ...`: build teachers, split them, export a bundle.
+"""`splitedge export ...` (also `python -m split_models export ...`): build teachers, split them,
+export a bundle.
 
-    python -m split_models export --teacher detection=tiny_fasterrcnn \
+    splitedge export --teacher detection=tiny_fasterrcnn \
         --teacher classification=tiny_resnet --name demo-shapes --out bundles/demo-shapes
 
 Without `--student` the bottleneck is freshly initialized (for plumbing and figures); pass the
@@ -22,7 +23,9 @@ from split_models.teachers import TEACHERS, build_teacher, teacher_spec
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m split_models")
+    # `splitedge` is the one command users type; this module is also reachable as
+    # `python -m split_models`, which takes the same arguments.
+    parser = argparse.ArgumentParser(prog="splitedge")
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="export a split model to a bundle directory")
     export.add_argument(

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import nn
 
 from shared.errors import TeacherError
@@ -33,7 +35,9 @@ from split_models.teachers import IMAGENET_MEAN, IMAGENET_STD, teacher_spec
 _PROBE_SIZE = 128
 
 
-@dataclass(frozen=True)
+# Validated like every config of splitedge (unknown keys refused); still a dataclass, so it
+# round-trips through tail.pt as a plain dict and training configs embed it as it is.
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class SplitConfig:
     """How to build the bottleneck. Plain values: it is saved in tail.pt to rebuild the tail."""
 

@@ -1,25 +1,45 @@
-"""Experiment configs: one YAML file per experiment, read into frozen dataclasses.
+"""Experiment configs: one YAML file per experiment, validated into frozen pydantic dataclasses.
 
-Unknown keys are errors (a typo must not silently fall back to a default). `--set a.b=value` on
-the command line overrides a key with a YAML-parsed value, e.g. `--set student.rate_lambda=0.04`.
+Unknown keys are errors (a typo must not silently fall back to a default), as in the device's and
+the edge's settings; every problem is a `shared.errors.ConfigError` naming its key. The split is
+`split_models.split.SplitConfig` itself, the one the exported tail is rebuilt from.
+`--set a.b=value` on the command line overrides a key with a YAML-parsed value, e.g.
+`--set student.rate_lambda=0.04`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from shared.errors import ConfigError
+from split_models.split import SplitConfig
+
+__all__ = [
+    "ConfigError",
+    "Data",
+    "DetectorSampling",
+    "Experiment",
+    "Export",
+    "Optim",
+    "StudentTraining",
+    "TeacherRef",
+    "TeacherTraining",
+    "as_dict",
+    "load_experiment",
+]
+
+# Unknown keys refused; still dataclasses (dataclasses.replace / asdict work on them).
+_STRICT = ConfigDict(extra="forbid")
 
 
-class ConfigError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class Optim:
     steps: int = 100
     batch_size: int = 4
@@ -31,7 +51,7 @@ class Optim:
     log_every: int = 10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class TeacherRef:
     """A teacher by registry name; `checkpoint` from `splitedge train` (kind teacher) or a
     torchvision weights name. Detectors take `min_size`/`max_size` (their resize rule)."""
@@ -43,14 +63,14 @@ class TeacherRef:
     max_size: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class Data:
     train: str  # a COCO .json or a folder of frames
     val: str | None = None
     flip: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class DetectorSampling:
     """Two-stage detectors' training-time sampling. torchvision's defaults (2000 proposals, 512
     RoIs per image) are sized for COCO's crowds; a few objects per frame need far fewer, and
@@ -61,27 +81,18 @@ class DetectorSampling:
     roi_samples: int = 128
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class TeacherTraining:
     teacher: TeacherRef
     optim: Optim = field(default_factory=Optim)
     sampling: DetectorSampling = field(default_factory=DetectorSampling)
 
 
-@dataclass(frozen=True)
-class Split:
-    latent_channels: int = 12
-    widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
-    encoder_stride: int = 2
-    inner_channels: int = 64
-    prefilter_channels: int = 16
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class StudentTraining:
     teachers: dict[str, TeacherRef]  # task -> teacher; the first gives the head
     method: Literal["hnd", "ghnd", "entropic"] = "entropic"
-    split: Split = field(default_factory=Split)
+    split: SplitConfig = field(default_factory=SplitConfig)
     rate_lambda: float = 0.01  # entropic: weight of bits per pixel
     aux_lr: float = 0.01  # the prior's quantiles (compressai's aux loss), own optimizer
     # The prior's density learns at lr × this: from scratch it lags the encoder, and while it
@@ -100,14 +111,14 @@ class StudentTraining:
     prefilter_score: float = 0.5  # unlabeled frames: positive if the teacher finds a box above
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class Export:
     out: str
     name: str
     version: str = "1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class Experiment:
     kind: Literal["teacher", "student"]
     out: str  # run directory: checkpoints, logs, results
@@ -140,38 +151,17 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None) -> Exp
 
 
 def build(cls: Any, raw: Any, where: str) -> Any:
-    """`raw` (parsed YAML) as dataclass `cls`, recursively; unknown keys are errors."""
+    """`raw` (parsed YAML) as config class `cls`; every problem one ConfigError naming its keys."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {raw!r}")
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown keys {unknown} for {cls.__name__}; known {sorted(names)}"
-        )
-    values = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in raw.items()}
     try:
-        return cls(**values)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = [a for a in get_args(hint) if a is not type(None)]
-        return None if value is None else _convert(options[0], value, where)
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, where)
-    if origin is tuple:
-        return tuple(value)
-    if origin is dict:
-        _, value_type = get_args(hint)
-        return {k: _convert(value_type, v, f"{where}.{k}") for k, v in value.items()}
-    if hint is float and isinstance(value, int):
-        return float(value)
-    return value
+        return TypeAdapter(cls).validate_python(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or cls.__name__}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from None
 
 
 def as_dict(experiment: Experiment) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from shared.bundle import load_bundle, write_manifest
 from split_models.data.coco import Frame, Frames, frame_label, open_frames
 from split_models.export import export_bundle, preprocessing_for
 from split_models.slimmable import SwitchableBatchNorm2d
-from split_models.split import SplitConfig, SplitModel, build_student, normalization
+from split_models.split import SplitModel, build_student, normalization
 from split_models.teachers import teacher_spec
 from split_models.training.config import Experiment, Optim, StudentTraining
 from split_models.training.loop import (
@@ -81,12 +81,7 @@ class StudentTrainer:
                 parameter.requires_grad_(False)
             self.teachers[task] = (ref.name, teacher.eval())
             self.class_names[task] = classes
-        split = self.config.split
-        self.student = build_student(self.teachers, SplitConfig(
-            latent_channels=split.latent_channels, widths=split.widths,
-            encoder_stride=split.encoder_stride, inner_channels=split.inner_channels,
-            prefilter_channels=split.prefilter_channels,
-        ))
+        self.student = build_student(self.teachers, self.config.split)
         first_name, first_teacher = next(iter(self.teachers.values()))
         self.preprocess = Preprocessor(preprocessing_for(first_name, first_teacher, self.student))
         self.frames: Frames = open_frames(experiment.data.train)

@@ -1,0 +1,73 @@
+"""Training experiment configs: validated like every splitedge config (unknown keys refused, one
+ConfigError), with the split as the SplitConfig the exported tail is rebuilt from."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("torch")
+
+from shared.errors import ConfigError
+from split_models.split import SplitConfig
+from split_models.training.config import as_dict, load_experiment
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    experiment = load_experiment(path)
+    assert experiment.kind in ("teacher", "student")
+    assert as_dict(experiment)["kind"] == experiment.kind
+
+
+def _write(tmp_path: Path, config: dict) -> Path:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+STUDENT = {
+    "kind": "student",
+    "out": "runs/x",
+    "data": {"train": "train.json"},
+    "student": {"teachers": {"detection": {"name": "tiny_fasterrcnn"}},
+                "split": {"latent_channels": 6, "widths": [0.5, 1.0]}},
+}
+
+
+def test_the_split_is_the_split_config_and_overrides_apply(tmp_path: Path) -> None:
+    path = _write(tmp_path, STUDENT)
+    overrides = ["student.rate_lambda=0.04", "student.split.inner_channels=8"]
+    experiment = load_experiment(path, overrides)
+    assert experiment.student is not None
+    split = experiment.student.split
+    assert isinstance(split, SplitConfig)
+    assert split == SplitConfig(latent_channels=6, widths=(0.5, 1.0), inner_channels=8)
+    assert experiment.student.rate_lambda == 0.04
+    again = dataclasses.replace(experiment, seed=3)  # still dataclasses
+    assert again.seed == 3 and again.student == experiment.student
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"student": {**STUDENT["student"], "splt": {}}}, "splt"),
+        ({"student": {**STUDENT["student"], "split": {"latent_chanels": 4}}}, "latent_chanels"),
+        ({"threads": "many"}, "threads"),
+        ({"kind": "teacher"}, "teacher"),
+        ({"data": None}, "data"),
+    ],
+)
+def test_every_bad_key_is_one_config_error_naming_it(
+    tmp_path: Path, change: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(_write(tmp_path, {**STUDENT, **change}))
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_experiment(_write(tmp_path, STUDENT), ["student.rate_lambda"])
