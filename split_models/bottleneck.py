@@ -44,7 +44,8 @@ class Encoder(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.layers(features)
+        latent: torch.Tensor = self.layers(features)
+        return latent
 
 
 class Decoder(nn.Module):
@@ -86,7 +87,8 @@ class Decoder(nn.Module):
             )
         self.bn_in.width_index = self.latent_widths.index(channels)
         x = nn.functional.conv2d(latent, self.conv_in.weight[:, :channels], None, 1, 1)
-        return self.layers(self.bn_in(x))
+        restored: torch.Tensor = self.layers(self.bn_in(x))
+        return restored
 
 
 class LatentPrior(nn.Module):
@@ -108,7 +110,7 @@ class LatentPrior(nn.Module):
 
     def quantize(self, latent: torch.Tensor) -> torch.Tensor:
         """Inference: round(latent − median) + median, as the device codec quantizes."""
-        medians = self.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
+        medians: torch.Tensor = self.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
         medians = medians[:, : latent.shape[1]]
         return torch.round(latent - medians) + medians
 
@@ -123,4 +125,5 @@ class LatentPrior(nn.Module):
 
     def loss(self) -> torch.Tensor:
         """compressai's auxiliary loss that fits the quantiles (train it with its own optimizer)."""
-        return self.entropy_bottleneck.loss()
+        loss: torch.Tensor = self.entropy_bottleneck.loss()
+        return loss

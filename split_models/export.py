@@ -19,9 +19,10 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -37,6 +38,7 @@ from shared.bundle import (
     MinMaxSideResize,
     PrefilterSpec,
     Preprocessing,
+    Task,
     load_bundle,
     write_manifest,
 )
@@ -63,7 +65,7 @@ def export_bundle(
     name: str,
     version: str = "0",
     prefilter_threshold: float = 0.0,
-    sample: np.ndarray | None = None,
+    sample: npt.NDArray[np.uint8] | None = None,
     repeats: int = 5,
 ) -> Path:
     """Write the bundle and return its directory. `sample` (HxWx3 uint8 RGB) is the frame the
@@ -90,9 +92,10 @@ def export_bundle(
         schema_version=SCHEMA_VERSION,
         name=name,
         version=version,
-        tasks=tuple(teachers),
+        tasks=cast("tuple[Task, ...]", tuple(teachers)),
         classes={
-            task: categories(n, _num_classes(n, t)) for task, (n, t) in teachers.items()
+            cast("Task", task): categories(n, _num_classes(n, t))
+            for task, (n, t) in teachers.items()
         },
         preprocessing=preprocessing,
         latent=LatentSpec(
@@ -106,7 +109,7 @@ def export_bundle(
         prefilter=PrefilterSpec(file="prefilter.onnx", threshold=prefilter_threshold),
         entropy_file="entropy.npz",
         tail_file="tail.pt",
-        local_files=local_files,
+        local_files=cast("dict[Task, str]", local_files),
         branches=(),
         files={f: _PLACEHOLDER for f in files},
     )
@@ -161,7 +164,7 @@ def save_tail(
 
 def export_local(
     teachers: dict[str, tuple[str, nn.Module]],
-    sample: np.ndarray,
+    sample: npt.NDArray[np.uint8],
     example: torch.Tensor,
     out: Path,
 ) -> dict[str, str]:
@@ -186,7 +189,7 @@ def export_local(
 
 
 def measure_branches(
-    student: SplitModel, root: Path, sample: np.ndarray, repeats: int
+    student: SplitModel, root: Path, sample: npt.NDArray[np.uint8], repeats: int
 ) -> tuple[Branch, ...]:
     """Figures on `sample`, on this machine: the median of `repeats` runs."""
     bundle = load_bundle(root)
@@ -239,7 +242,8 @@ class _HeadGraph(nn.Module):
         self.head = student.head
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(image)
+        latent, score = self.head(image)
+        return latent, score
 
 
 class _Gate(nn.Module):
@@ -266,6 +270,9 @@ class _LocalDetector(nn.Module):
 class _LocalClassifier(nn.Module):
     """uint8 NHWC preprocessed image → the teacher's logits (ImageNet normalization inside)."""
 
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
+
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
         self.classifier = classifier
@@ -274,7 +281,8 @@ class _LocalClassifier(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = (image.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
-        return self.classifier(x)
+        logits: torch.Tensor = self.classifier(x)
+        return logits
 
 
 def _export_heads(student: SplitModel, example: torch.Tensor, out: Path) -> list[str]:
@@ -319,14 +327,14 @@ def _quiet_export() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export")
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]
         warnings.filterwarnings("ignore", message=r".*feature will be removed")
         warnings.filterwarnings("ignore", message=r"To copy construct from a tensor")
         warnings.filterwarnings("ignore", message=r"Exporting aten::index operator")
         yield
 
 
-def _example_input(sample: np.ndarray, preprocessing: Preprocessing) -> torch.Tensor:
+def _example_input(sample: npt.NDArray[np.uint8], preprocessing: Preprocessing) -> torch.Tensor:
     return torch.from_numpy(Preprocessor(preprocessing)(sample).image)
 
 
@@ -357,5 +365,5 @@ def _num_classes(name: str, teacher: nn.Module) -> int:
     if roi_heads is not None:
         return int(roi_heads.box_predictor.cls_score.out_features)
     head = teacher.head
-    classification = getattr(head, "classification_head", None)
+    classification: Any = getattr(head, "classification_head", None)
     return int(classification.num_classes)

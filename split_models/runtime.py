@@ -70,7 +70,7 @@ class TailRuntime:
             raise BundleError(f"{path}: tail format {saved.get('format')}, expected {TAIL_FORMAT}")
         teachers: dict[str, tuple[str, nn.Module]] = {}
         for task, ref in saved["teachers"].items():
-            teacher = build_teacher(ref["name"], None, ref["num_classes"])
+            teacher: Any = build_teacher(ref["name"], None, ref["num_classes"])
             if "min_size" in ref:  # a detector trained at another input size than the default
                 teacher.transform.min_size = (int(ref["min_size"]),)
                 teacher.transform.max_size = int(ref["max_size"])
@@ -103,7 +103,9 @@ class TailRuntime:
                 batch = _pad_stack([torch.from_numpy(np.asarray(latents[i])) for i in indices])
                 sizes = [tuple(input_sizes[i]) for i in indices]
                 originals = [tuple(original_sizes[i]) for i in indices]
-                outputs = {t: self.student.tails[t](batch, sizes, originals) for t in tasks}
+                outputs: dict[str, Any] = {
+                    t: self.student.tails[t](batch, sizes, originals) for t in tasks
+                }
                 for j, i in enumerate(indices):
                     results[i] = self._result(outputs, j)
         return results

@@ -54,7 +54,8 @@ class SwitchableBatchNorm2d(nn.Module):
         self.width_index = len(widths) - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bns[self.width_index](x)
+        out: torch.Tensor = self.bns[self.width_index](x)
+        return out
 
 
 def set_width_index(module: nn.Module, index: int) -> None:

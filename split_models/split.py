@@ -96,6 +96,9 @@ class Head(nn.Module):
     Normalization is inside, so the ONNX graph takes the camera's bytes as they are.
     """
 
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
+
     def __init__(
         self,
         stem: nn.Module,
@@ -119,7 +122,8 @@ class Head(nn.Module):
 
     def gate(self, image: torch.Tensor) -> torch.Tensor:
         """Only the prefilter score: the device runs this first when it may skip the encoder."""
-        return self.prefilter(self.stem(self.normalize(image)))
+        score: torch.Tensor = self.prefilter(self.stem(self.normalize(image)))
+        return score
 
 
 class SplitModel(nn.Module):
@@ -228,7 +232,7 @@ def find_split(name: str, teacher: nn.Module, child: str | None = None) -> Split
     probe = torch.zeros(1, 3, _PROBE_SIZE, _PROBE_SIZE)
     try:
         with torch.no_grad():
-            runner = teacher.backbone if spec.task == "detection" else teacher
+            runner: Any = teacher.backbone if spec.task == "detection" else teacher
             runner(probe)
     finally:
         for hook in hooks:

@@ -35,7 +35,8 @@ class ClassificationTail(nn.Module):
         original_sizes: list[tuple[int, int]],
     ) -> torch.Tensor:
         del image_sizes, original_sizes  # a label does not depend on where pixels went
-        return self.rest(latent)
+        out: torch.Tensor = self.rest(latent)
+        return out
 
 
 class DetectionTail(nn.Module):
@@ -68,7 +69,10 @@ class DetectionTail(nn.Module):
             detections, _ = model.roi_heads(features, proposals, images.image_sizes)
         else:
             detections = _dense_detections(model, images, list(features.values()))
-        return model.transform.postprocess(detections, images.image_sizes, original_sizes)
+        done: Detections = model.transform.postprocess(
+            detections, images.image_sizes, original_sizes
+        )
+        return done
 
 
 def _dense_detections(
@@ -78,10 +82,14 @@ def _dense_detections(
     head_outputs = model.head(features)
     anchors = model.anchor_generator(images, features)
     if isinstance(model, SSD):
-        return model.postprocess_detections(head_outputs, anchors, images.image_sizes)
+        ssd: Detections = model.postprocess_detections(head_outputs, anchors, images.image_sizes)
+        return ssd
     per_level = [x.size(2) * x.size(3) for x in features]
     anchors_per_cell = head_outputs["cls_logits"].size(1) // sum(per_level)
     per_level = [n * anchors_per_cell for n in per_level]
     split_outputs = {k: list(v.split(per_level, dim=1)) for k, v in head_outputs.items()}
     split_anchors = [list(a.split(per_level)) for a in anchors]
-    return model.postprocess_detections(split_outputs, split_anchors, images.image_sizes)
+    dense: Detections = model.postprocess_detections(
+        split_outputs, split_anchors, images.image_sizes
+    )
+    return dense

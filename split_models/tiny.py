@@ -18,7 +18,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 TINY_WIDTHS = (16, 32, 64, 128)
 
 
-class TinyResNet(ResNet):
+class TinyResNet(ResNet):  # type: ignore[misc]  # torchvision ships no types
     """A ResNet-10 with `widths` channels per stage; torchvision's forward and attribute names."""
 
     def __init__(self, num_classes: int = 10, widths: tuple[int, int, int, int] = TINY_WIDTHS):

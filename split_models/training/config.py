@@ -147,7 +147,8 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None) -> Exp
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
-    return build(Experiment, raw, str(path))
+    experiment: Experiment = build(Experiment, raw, str(path))
+    return experiment
 
 
 def build(cls: Any, raw: Any, where: str) -> Any:

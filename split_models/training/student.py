@@ -26,10 +26,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,7 +89,7 @@ class StudentTrainer:
         self.frames: Frames = open_frames(experiment.data.train)
         self.val: Frames | None = open_frames(experiment.data.val) if experiment.data.val else None
         for tail in self.student.tails.values():
-            set_sampling(tail.rest, self.config.sampling)
+            set_sampling(cast(nn.Module, tail.rest), self.config.sampling)
         self.widths = self.student.config.widths
         self.layers = {task: self._layers(task) for task in self.teachers}
 
@@ -144,12 +146,12 @@ class StudentTrainer:
                 x = batch.images.permute(0, 3, 1, 2).float() / 255.0
                 x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
                 container = teacher.get_submodule(teacher_spec(name).container)
-                out[task] = _collect(container, self.layers[task], lambda c=container, x=x: c(x))
+                out[task] = _collect(container, self.layers[task], partial(container, x))
         return out
 
     def tail_container(self, task: str) -> nn.Module:
         name, _ = self.teachers[task]
-        rest = self.student.tails[task].rest
+        rest = cast(nn.Module, self.student.tails[task].rest)
         return rest.get_submodule(teacher_spec(name).container)
 
     def decoder(self, task: str) -> nn.Module:
@@ -187,10 +189,11 @@ class StudentTrainer:
         _freeze(student)
         for parameter in [*main, *aux]:
             parameter.requires_grad_(True)
-        optimizer = make_optimizer(config.stage1, [
+        groups: list[dict[str, Any]] = [
             {"params": list(trainable.parameters())},
             {"params": density, "lr_scale": config.prior_lr_scale},
-        ])
+        ]
+        optimizer = make_optimizer(config.stage1, groups)
         aux_optimizer = torch.optim.Adam(aux, lr=config.aux_lr)
 
         def step(index: int, lr: float) -> dict[str, float]:
@@ -282,7 +285,10 @@ class StudentTrainer:
         """Per width: forget the switchable BN statistics and re-estimate them (cumulative mean)
         on training batches, with everything else frozen in eval mode."""
         student = self.student
-        switchable = [m for m in student.modules() if isinstance(m, SwitchableBatchNorm2d)]
+        # Any: the BN layers are reached through ModuleLists, which type their items as Module.
+        switchable: list[Any] = [
+            m for m in student.modules() if isinstance(m, SwitchableBatchNorm2d)
+        ]
         decoders = [self.decoder(t) for t in self.teachers]
         with torch.no_grad():
             for index, width in enumerate(self.widths):
@@ -378,7 +384,9 @@ class StudentTrainer:
         return root
 
 
-def choose_threshold(scores: np.ndarray, positive: np.ndarray, target: float) -> dict[str, float]:
+def choose_threshold(
+    scores: npt.NDArray[Any], positive: npt.NDArray[Any], target: float
+) -> dict[str, float]:
     """The highest threshold whose recall on `positive` frames is ≥ target, and its figures."""
     positive = positive.astype(bool)
     if not positive.any():
@@ -401,8 +409,8 @@ def choose_threshold(scores: np.ndarray, positive: np.ndarray, target: float) ->
 def detection_losses(tail: nn.Module, latent_hat: torch.Tensor, batch: Batch) -> dict[str, Any]:
     """The train-mode half of torchvision's GeneralizedRCNN forward, from the latent on (the
     DetectionTail replays only its eval half)."""
-    model = tail.rest
-    stride = tail.latent_stride
+    model: Any = tail.rest  # a torchvision detector (untyped)
+    stride = cast(int, tail.latent_stride)
     size = (latent_hat.shape[0], 0, latent_hat.shape[2] * stride, latent_hat.shape[3] * stride)
     images = ImageList(latent_hat.new_empty(size), list(batch.image_sizes))
     features = model.backbone(latent_hat)

@@ -122,10 +122,10 @@ def train_teacher(experiment: Experiment, out: Path) -> RunResult:
             losses = {"ce": F.cross_entropy(model(classifier_input(batch)), labels)}
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[union-attr]
+        loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
-        return {"loss": float(loss.detach()),  # type: ignore[union-attr]
+        return {"loss": float(loss.detach()),
                 **{k.removeprefix("loss_"): float(v.detach()) for k, v in losses.items()}}
 
     result = run_steps(f"teacher {config.teacher.name}", optim, step, out / "teacher.ckpt",
