@@ -25,7 +25,7 @@ import numpy as np
 
 from device_client.config import GeneratedSource
 from device_client.head import HeadRunner
-from device_client.sources import ShapesGenerator
+from device_client.sources import frame_generator
 from shared.codecs import FactorizedAnsCodec, FactorizedTables
 from shared.codecs.ans import constriction_available
 
@@ -39,7 +39,7 @@ def main() -> None:
 
     runner = HeadRunner.load(args.bundle, threads=1)
     tables = FactorizedTables.load(runner.bundle.path(runner.bundle.manifest.entropy_file))
-    generator = ShapesGenerator(GeneratedSource(kind="generated", empty_run=0))
+    generator = frame_generator(GeneratedSource(kind="generated", empty_run=0))  # benchmark scenes
     frames = [runner.preprocess(generator.frame(i)).image for i in range(args.frames)]
     backends = ["python"] + (["constriction"] if constriction_available() else [])
     coders = {b: FactorizedAnsCodec(tables, backend=b) for b in backends}  # type: ignore[arg-type]

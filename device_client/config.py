@@ -110,9 +110,15 @@ class EdgeConfig(_Section):
 
 
 class GeneratedSource(_Section):
-    """Moving shapes on a textured background; some frames empty. Deterministic by seed."""
+    """A generated stream: stretches of frames with objects, then empty ones. Deterministic by
+    seed. `scenes: benchmark` draws what the benchmark draws (device_client.scenes: the demo
+    bundle's classes moving over the benchmark's backgrounds, through a camera), so the demo
+    bundle sees frames like its training data and its prefilter skips the empty ones;
+    `scenes: plumbing` draws flat discs and rectangles on a gradient, a stream for testing the
+    pipeline's plumbing with any bundle, which no model was trained on."""
 
     kind: Literal["generated"]
+    scenes: Literal["benchmark", "plumbing"] = "benchmark"
     width: int = Field(default=320, ge=16, le=4096)
     height: int = Field(default=240, ge=16, le=4096)
     fps: float = Field(default=10.0, gt=0)

@@ -58,9 +58,38 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
 
 
-# -- the generated stream -------------------------------------------------------------------------
+# -- the generated streams ------------------------------------------------------------------------
+class SceneGenerator:
+    """The benchmark's scenes as a stream (`device_client.scenes.MovingScene`): `object_run`
+    frames with 1–3 of the clip's objects, then `empty_run` frames of the background alone."""
+
+    def __init__(self, config: GeneratedSource) -> None:
+        from device_client.scenes import MovingScene, SceneConfig
+
+        self.config = config
+        self.scene = MovingScene(config.seed, SceneConfig(height=config.height,
+                                                          width=config.width))
+
+    def has_objects(self, index: int) -> bool:
+        cycle = self.config.object_run + self.config.empty_run
+        return index % cycle < self.config.object_run
+
+    def boxes(self, index: int) -> list[tuple[int, int, int, int]]:
+        """The objects visible on frame `index` as (x1, y1, x2, y2): its ground truth."""
+        drawn = self.scene.frame(index, self.has_objects(index), count=1 + index % 3)
+        return [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h in
+                (placed.box for placed in drawn.objects)]
+
+    def frame(self, index: int) -> Pixels:
+        return self.scene.frame(index, self.has_objects(index), count=1 + index % 3).image
+
+
+def frame_generator(config: GeneratedSource) -> SceneGenerator | ShapesGenerator:
+    return SceneGenerator(config) if config.scenes == "benchmark" else ShapesGenerator(config)
+
+
 class ShapesGenerator:
-    """Deterministic frames: moving rectangles and discs on a textured background.
+    """The plumbing stream: moving rectangles and discs on a textured background.
 
     Frames come in stretches: `object_run` frames with 1–3 shapes, then `empty_run` frames of
     background only (the prefilter should skip those). Frame `i` is the same for the same
@@ -146,7 +175,7 @@ class GeneratedFrames:
     """The generated stream, pulled: paced at `fps` (a file-like test source)."""
 
     def __init__(self, config: GeneratedSource, pace: bool = True) -> None:
-        self.generator = ShapesGenerator(config)
+        self.generator = frame_generator(config)
         self.config = config
         self._stop = threading.Event()
         self._pacer = _Pacer(config.fps if pace else None, self._stop)

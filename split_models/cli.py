@@ -1,9 +1,11 @@
 """The model tools behind `splitedge dataset|train|eval|export`:
 
-    splitedge dataset generate --out data/shapes --seed 0 --train 1600 --val 200 --test 200
+    splitedge dataset generate --out data/shapes --seed 0 --train 4000 --val 200 --test 200
+    splitedge dataset generate --out data/shapes-shifted --styles shifted --train 0 --val 0
     splitedge dataset video --out data/shapes/video.mp4 --seed 1 --frames 120
     splitedge train configs/demo-shapes/teacher-det.yaml [--set student.rate_lambda=0.04]
-    splitedge eval --bundle bundles/demo-shapes --data data/shapes/test.json --out reports/x
+    splitedge eval --bundle bundles/demo-shapes --data data/shapes/test.json \
+        --data data/shapes-shifted/test.json --out reports/x
     splitedge export ...        (= python -m split_models export ...)
 
 Training resumes from the run directory's checkpoints by default (`--fresh` starts over).
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         generate.add_argument(f"--{split}", type=int, default=count, help=f"frames ({count})")
     generate.add_argument("--height", type=int, default=240)
     generate.add_argument("--width", type=int, default=320)
+    generate.add_argument("--styles", choices=("train", "shifted"), default="train",
+                          help="shifted: only the held-out style families (the shifted test set)")
     video = kinds.add_parser("video", help="a short clip of moving objects (.npz, + .mp4)")
     video.add_argument("--out", type=Path, required=True, help="file.npz or file.mp4")
     video.add_argument("--seed", type=int, default=1)
@@ -52,13 +56,16 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluate = commands.add_parser("eval", help="rate–accuracy report of bundles + baselines")
     evaluate.add_argument("--bundle", type=Path, action="append", required=True,
-                          help="repeatable: a bundle directory (the first gets `accuracy` filled)")
-    evaluate.add_argument("--data", type=Path, required=True, help="a COCO .json (test split)")
+                          help="repeatable: a bundle directory")
+    evaluate.add_argument("--data", type=Path, action="append", required=True,
+                          help="repeatable: a COCO .json test set (in-distribution first; the "
+                               "report puts the sets side by side)")
     evaluate.add_argument("--out", type=Path, required=True)
     evaluate.add_argument("--limit", type=int, default=None, help="first N frames only")
     evaluate.add_argument("--qualities", default="5,10,20,30,50,70,90,95,100")
-    evaluate.add_argument("--no-fill", action="store_true",
-                          help="do not write accuracy into the first bundle's manifest")
+    evaluate.add_argument("--write-manifest", action="store_true",
+                          help="write the first set's accuracies into the first bundle's "
+                               "manifest (never done otherwise)")
     evaluate.add_argument("--threads", type=int, default=2)
     parsed = parser.parse_args(args)
 
@@ -71,26 +78,29 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(parsed.threads)
     report = run_report(parsed.bundle, parsed.data, parsed.out, limit=parsed.limit,
                         qualities=[int(q) for q in parsed.qualities.split(",")],
-                        fill=not parsed.no_fill)
+                        write_manifest=parsed.write_manifest)
     print(report)
     return 0
 
 
 def _dataset(parsed: argparse.Namespace) -> int:
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
     from split_models.data.synthetic import SceneConfig, generate_split, generate_video
 
     if parsed.what == "video":
         print(generate_video(parsed.out, parsed.seed, parsed.frames, objects=parsed.objects))
         return 0
-    scene = SceneConfig(height=parsed.height, width=parsed.width)
-    counts = {"train": parsed.train, "val": parsed.val, "test": parsed.test}
+    scene = SceneConfig(height=parsed.height, width=parsed.width, styles=parsed.styles)
+    counts = {split: count for split in ("train", "val", "test")
+              if (count := getattr(parsed, split))}
     with Progress() as progress:
         for split, count in counts.items():
             task = progress.add_task(f"shapes {split}", total=count)
-            generate_split(parsed.out, split, count, parsed.seed, scene,
-                           lambda n, task=task: progress.advance(task, n))
+            def advance(n: int, task: TaskID = task) -> None:
+                progress.advance(task, n)
+
+            generate_split(parsed.out, split, count, parsed.seed, scene, advance)
     for split in counts:
         print(parsed.out / f"{split}.json")
     return 0

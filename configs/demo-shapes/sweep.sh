@@ -20,4 +20,4 @@ for method in ${METHODS:-}; do
   bundles+=(--bundle out/bundles/demo-shapes-"$method")
 done
 $PY -m splitedge eval "${bundles[@]}" --data out/data/shapes/test.json \
-    --out reports/demo-shapes-sweep --no-fill
+    --data out/data/shapes-shifted/test.json --out reports/demo-shapes-sweep

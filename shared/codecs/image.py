@@ -19,21 +19,28 @@ from shared.errors import CodecError, LimitExceeded
 
 # Pillow's names; the registry (shared/codecs/registry.py) reads them from here.
 FORMATS = {CodecId.JPEG: "JPEG", CodecId.WEBP: "WEBP", CodecId.PNG: "PNG"}
+_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}  # Pillow's `subsampling` values
 
 
 @dataclass(frozen=True)
 class ImageCodec:
-    """JPEG or WebP at a given quality (1..100), or PNG (lossless; quality ignored). RGB."""
+    """JPEG or WebP at a given quality (1..100), or PNG (lossless; quality ignored). RGB.
+
+    `chroma` is JPEG's chroma subsampling: "4:2:0" (Pillow's default, the smallest files) or
+    "4:4:4" (full-resolution colour: more bytes, sharper colour edges). Decoders read either."""
 
     codec_id: CodecId = CodecId.JPEG
     quality: int = 90
     limits: DecodeLimits = DEFAULT_LIMITS
+    chroma: str = "4:2:0"
 
     def __post_init__(self) -> None:
         if self.codec_id not in FORMATS:
             raise ValueError(f"ImageCodec codes {sorted(FORMATS)}, not {self.codec_id!r}")
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be in 1..100, got {self.quality}")
+        if self.chroma not in _SUBSAMPLING:
+            raise ValueError(f"chroma must be one of {sorted(_SUBSAMPLING)}, got {self.chroma!r}")
 
     def encode(self, array: npt.NDArray[np.generic]) -> Payload:
         if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
@@ -41,8 +48,10 @@ class ImageCodec:
                 f"an image must be uint8 (H, W, 3) RGB, got {array.dtype} {array.shape}"
             )
         buffer = io.BytesIO()
+        jpeg = self.codec_id is CodecId.JPEG
+        options = {"subsampling": _SUBSAMPLING[self.chroma]} if jpeg else {}
         Image.fromarray(array, "RGB").save(
-            buffer, format=FORMATS[self.codec_id], quality=self.quality
+            buffer, format=FORMATS[self.codec_id], quality=self.quality, **options
         )
         return Payload(self.codec_id, tuple(int(d) for d in array.shape), (buffer.getvalue(),))
 

@@ -1,15 +1,22 @@
-"""The rate–accuracy report: bundles (every width; one bundle per λ) against full-frame offload.
+"""The rate–accuracy report: bundles (every width; one bundle per λ) against full-frame offload
+and the device's local model, on one or more test sets side by side (in-distribution first).
 
-    splitedge eval --bundle bundles/demo-shapes --data out/data/shapes/test.json --out reports/demo
+    splitedge eval --bundle bundles/demo-shapes --data out/data/shapes/test.json \\
+        --data out/data/shapes-shifted/test.json --out reports/demo-shapes
 
 For each split branch every test frame goes the device's real way — `HeadRunner.run` (preprocess,
-head ONNX, quantize, rANS encode) — and the bytes counted are those of the gRPC request that would
-carry it (`InferRequest` protobuf with its headers: ids, model, branch, sizes, timestamps, + the
-5-byte gRPC length prefix and the 9-byte HTTP/2 DATA frame header), then the latent is decoded
-and the edge's `TailRuntime` runs the tails. Baselines in the same run: the teacher on the raw
-frame, on JPEG and WebP at a quality sweep (same request framing, `EncodedImage` payload), and the
-local full model's latency. Writes report.json, report.md and rate_accuracy.png; fills the first
-bundle's branch `accuracy` (mAP@[.5:.95] on this data) unless told not to.
+head ONNX, quantize, ANS encode; its wall time is the device ms) — and the bytes counted are those
+of the gRPC request that would carry it (`InferRequest` protobuf with its headers: ids, model,
+branch, sizes, timestamps, + the 5-byte gRPC length prefix and the 9-byte HTTP/2 DATA frame
+header), then the latent is decoded and the edge's `TailRuntime` runs the tails. Baselines in the
+same run: the teacher on the raw frame, on JPEG (4:2:0 and 4:4:4 chroma) and WebP over a quality
+sweep (same request framing, `EncodedImage` payload), and the local full model on the device.
+"Bytes at equal mAP" is taken against the best image codec at each accuracy (the lower envelope
+of all codec curves), not one chosen setting.
+
+Writes report.json, report.md, rate_accuracy.png and a detection sheet of the last set's frames.
+A bundle's manifest is written only when asked (`write_manifest=True`: branch accuracies from
+the first set): an evaluation never edits a shipped artefact behind its owner's back.
 """
 
 from __future__ import annotations
@@ -29,60 +36,69 @@ from rich.progress import Progress
 from device_client.head import HeadRunner
 from device_client.local import LocalRunner
 from shared.bundle import load_bundle, write_manifest
-from shared.codecs import CodecId, make_codec
-from shared.messages import image_size, latent_message
-from shared.wire import pb
+from shared.codecs import CodecId, ImageCodec
+from shared.messages import FrameRequest, infer_request, wire_bytes
+from shared.results import Results
 from split_models.data.coco import CocoFrames, Frame, frame_label
 from split_models.evaluation.coco_map import Prediction, coco_map, load_coco
-from split_models.runtime import TailResult, TailRuntime
+from split_models.evaluation.sheet import detection_sheet
+from split_models.runtime import TailRuntime
 
-GRPC_PREFIX = 5  # compressed flag + 4-byte length
-HTTP2_DATA_HEADER = 9
+FALSE_SCORE = 0.5  # a detection a user would act on
 _CHUNK = 8
+# (method, wire codec, chroma): every image-codec setting a user would try
+CODECS = (("jpeg", CodecId.JPEG, "4:2:0"), ("jpeg444", CodecId.JPEG, "4:4:4"),
+          ("webp", CodecId.WEBP, "4:2:0"))
+IMAGE_METHODS = tuple(method for method, _, _ in CODECS)
 
 
 @dataclass
 class Row:
-    method: str  # "split" | "split+gate" | "raw" | "jpeg" | "webp"
+    method: str  # "split" | "split+gate" | "raw" | "local" | "jpeg" | "jpeg444" | "webp"
     setting: str
     kb_per_frame: float  # mean wire bytes / 1000
     map: float
     map50: float
     top1: float | None = None
-    device_ms: float | None = None  # median per frame on the device side (head or encoder)
+    device_ms: float | None = None  # median per frame on the device (head + coding, or encoder)
     bundle: str | None = None
     width: float | None = None
     rate_lambda: float | None = None
     quality: int | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    false_per_empty: float | None = None  # detections ≥ 0.5 per empty frame
 
 
-def wire_bytes(request: pb.InferRequest) -> int:
-    return request.ByteSize() + GRPC_PREFIX + HTTP2_DATA_HEADER
+@dataclass
+class EvalSet:
+    label: str
+    path: Path
+    frames: list[Frame]
+    scorer: _Scorer
 
 
-def _request(name: str, version: str, branch: str, frame_id: int, original: tuple[int, int],
-             **payload: Any) -> pb.InferRequest:
+def _frame(name: str, version: str, branch: str, frame_id: int,
+           original: tuple[int, int]) -> FrameRequest:
+    """A whole (self-contained) request's header, as the first frame of a stream sends it."""
     now = time.time_ns()
-    return pb.InferRequest(
-        stream_id="camera-0", frame_id=frame_id, model_name=name, model_version=version,
-        branch_id=branch, original_size=image_size(original), capture_time_unix_ns=now,
-        deadline_unix_ns=now + 200_000_000, **payload,
-    )
+    return FrameRequest(name, version, branch, stream_id="camera-0", frame_id=frame_id,
+                        capture_time_ns=now, deadline_ns=now + 200_000_000,
+                        original_size=original)
 
 
 class _Scorer:
-    """Predictions → mAP and top-1 over the evaluated frames."""
+    """Predictions → mAP, top-1 and false detections on empty frames, over the evaluated frames."""
 
     def __init__(self, data: Path, frames: CocoFrames, count: int) -> None:
         self.gt = load_coco(data)
         self.frames = frames
         self.ids = [frames.images[i]["id"] for i in range(count)]
         self.labels = [frame_label(frames[i]) for i in range(count)]
+        self.empty = [label == 0 for label in self.labels]
 
-    def score(self, results: Sequence[TailResult], skipped: Sequence[bool] | None = None
-              ) -> tuple[float, float, float | None]:
-        predictions, correct, classified = [], 0, 0
+    def score(self, results: Sequence[Results], skipped: Sequence[bool] | None = None
+              ) -> tuple[float, float, float | None, float]:
+        predictions, correct, classified, false = [], 0, 0, 0
         for k, result in enumerate(results):
             if skipped is not None and skipped[k]:
                 continue
@@ -91,79 +107,114 @@ class _Scorer:
                     predictions.append(Prediction(
                         self.ids[k], detection.box, detection.score,
                         self.frames.category_ids[detection.label_id - 1]))
+                if self.empty[k] and detection.score >= FALSE_SCORE:
+                    false += 1
             if result.classifications:
                 classified += 1
                 correct += int(result.classifications[0].label_id == self.labels[k])
         found = coco_map(self.gt, predictions, self.ids)
         top1 = correct / len(results) if classified else None
-        return found["map"], found["map50"], top1
+        return found["map"], found["map50"], top1, false / max(1, sum(self.empty))
 
 
-def run_report(bundles: Sequence[Path], data: Path, out: Path, *, limit: int | None = None,
-               qualities: Sequence[int] = (5, 10, 20, 30, 50, 70, 90), fill: bool = True) -> Path:
+def _label(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
+
+
+def run_report(bundles: Sequence[Path], data: Path | Sequence[Path], out: Path, *,
+               limit: int | None = None,
+               qualities: Sequence[int] = (5, 10, 20, 30, 50, 70, 90),
+               write_manifest: bool = False, sheet_frames: int = 12) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    frames = CocoFrames(data)
-    count = min(len(frames), limit or len(frames))
-    images: list[Frame] = [frames[i] for i in range(count)]
-    scorer = _Scorer(data, frames, count)
-    rows: list[Row] = []
-    prefilter: dict[str, Any] = {}
+    paths = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
+    sets = []
+    for path in paths:
+        frames = CocoFrames(path)
+        count = min(len(frames), limit or len(frames))
+        sets.append(EvalSet(_label(path), path, [frames[i] for i in range(count)],
+                            _Scorer(path, frames, count)))
+    per_set: dict[str, Any] = {}
     with Progress() as progress:
-        for index, root in enumerate(bundles):
-            rows += _split_rows(root, images, scorer, progress, prefilter if index == 0 else None)
-        rows += _baseline_rows(bundles[0], images, scorer, qualities, progress)
-    local_ms = _local_ms(bundles[0], images)
-    summary = _summary(rows, prefilter, local_ms)
-    report = {"data": str(data), "frames": count, "bundles": [str(b) for b in bundles],
-              "rows": [asdict(r) for r in rows], "prefilter": prefilter,
-              "local_ms": local_ms, "summary": summary,
-              "bytes": "wire bytes per frame: protobuf InferRequest + 5 B gRPC prefix + 9 B "
-                       "HTTP/2 DATA header; 1 KB = 1000 B"}
+        for index, eval_set in enumerate(sets):
+            rows: list[Row] = []
+            prefilter: dict[str, Any] = {}
+            sheet: list[Results] = []
+            for number, root in enumerate(bundles):
+                rows += _split_rows(root, eval_set, progress, prefilter if number == 0 else None,
+                                    sheet if number == 0 else None)
+            rows += _baseline_rows(bundles[0], eval_set, qualities, progress)
+            rows.append(_local_row(bundles[0], eval_set))
+            per_set[eval_set.label] = {"data": str(eval_set.path), "frames": len(eval_set.frames),
+                                       "rows": rows, "prefilter": prefilter,
+                                       "summary": _summary(rows, prefilter)}
+            if index == len(sets) - 1 and sheet:
+                classes = load_bundle(bundles[0]).manifest.classes.get("detection", ())
+                detection_sheet(eval_set.frames[:sheet_frames], sheet[:sheet_frames], classes,
+                                out / f"detections_{eval_set.path.parent.name}.png")
+    report = {
+        "bundles": [str(b) for b in bundles],
+        "sets": {label: {**entry, "rows": [asdict(r) for r in entry["rows"]]}
+                 for label, entry in per_set.items()},
+        "generalization": _generalization(per_set),
+        "bytes": "wire bytes per frame: protobuf InferRequest + 5 B gRPC prefix + 9 B "
+                 "HTTP/2 DATA header; 1 KB = 1000 B",
+    }
     (out / "report.json").write_text(json.dumps(report, indent=1))
-    markdown = _markdown(report)
-    (out / "report.md").write_text(markdown)
-    _plot(rows, out / "rate_accuracy.png")
-    if fill:
-        _fill_accuracy(bundles[0], rows)
+    (out / "report.md").write_text(_markdown(report))
+    _plot(per_set, out / "rate_accuracy.png")
+    if write_manifest:
+        _fill_accuracy(bundles[0], per_set[sets[0].label]["rows"])
     return out / "report.md"
 
 
-def _split_rows(root: Path, images: list[Frame], scorer: _Scorer, progress: Progress,
-                prefilter: dict[str, Any] | None) -> list[Row]:
+def _split_rows(root: Path, eval_set: EvalSet, progress: Progress,
+                prefilter: dict[str, Any] | None, sheet: list[Results] | None) -> list[Row]:
     bundle = load_bundle(root)
     manifest = bundle.manifest
     runner = HeadRunner(bundle, threads=1)
     runtime = TailRuntime.load(root)
+    images, scorer = eval_set.frames, eval_set.scorer
     rate = next((b.rate_lambda for b in manifest.branches if b.kind == "split"), None)
     rows = []
-    task = progress.add_task(f"{manifest.name} split", total=len(images) * len(runner.widths))
+    task = progress.add_task(f"{eval_set.label}: {manifest.name} split",
+                             total=len(images) * len(runner.widths))
     for width in runner.widths:
         runner.set_width(width)
         branch = f"split-w{round(width * 100):03d}"
-        results: list[TailResult] = []
-        sizes, head_ms, payload_bytes = [], [], []
+        results: list[Results] = []
+        sizes, device_ms, edge_ms, payload_bytes = [], [], [], []
         for start in range(0, len(images), _CHUNK):
             latents, inputs, originals = [], [], []
             for k in range(start, min(start + _CHUNK, len(images))):
+                started = time.perf_counter()
                 output = runner.run(images[k].image)
+                device_ms.append((time.perf_counter() - started) * 1e3)
                 assert output.payload is not None and output.latent is not None
                 geometry = output.head_input.geometry
-                request = _request(manifest.name, manifest.version, branch, k, geometry.original,
-                                   latent=latent_message(output.payload),
-                                   input_size=image_size(geometry.input_size))
+                request = infer_request(
+                    _frame(manifest.name, manifest.version, branch, k, geometry.original),
+                    latent=output.payload, input_size=geometry.input_size)
                 sizes.append(wire_bytes(request))
                 payload_bytes.append(output.payload.nbytes)
-                head_ms.append(output.head_ms)
                 latents.append(runner.codec.decode(output.payload))
                 inputs.append(geometry.input_size)
                 originals.append(geometry.original)
+            started = time.perf_counter()
             results += runtime.run_latents(latents, inputs, originals)
+            edge_ms.append((time.perf_counter() - started) * 1e3 / len(latents))
             progress.advance(task, len(latents))
-        map_, map50, top1 = scorer.score(results)
+        map_, map50, top1, false = scorer.score(results)
         kb = float(np.mean(sizes)) / 1000
-        rows.append(Row("split", f"{Path(root).name} w={width:g}", kb,
-                        map_, map50, top1, float(statistics.median(head_ms)), str(root), width,
-                        rate, extra={"payload_kb": float(np.mean(payload_bytes)) / 1000}))
+        rows.append(Row("split", f"{Path(root).name} w={width:g}", kb, map_, map50, top1,
+                        float(statistics.median(device_ms)), str(root), width, rate,
+                        extra={"payload_kb": float(np.mean(payload_bytes)) / 1000,
+                               "kb_p50": float(np.percentile(sizes, 50)) / 1000,
+                               "kb_p95": float(np.percentile(sizes, 95)) / 1000,
+                               "device_ms_p95": float(np.percentile(device_ms, 95)),
+                               "edge_ms": float(statistics.median(edge_ms))},
+                        false_per_empty=false))
+        if width == max(runner.widths) and sheet is not None:
+            sheet.extend(results)
         if prefilter is not None and width == max(runner.widths):
             scores = np.array([runner.prefilter(runner.preprocess(f.image).image)
                                for f in images])
@@ -176,66 +227,77 @@ def _split_rows(root: Path, images: list[Frame], scorer: _Scorer, progress: Prog
                 "precision": float((kept & positive).sum() / max(1, kept.sum())),
                 "skip_share": float(skipped.mean()),
                 "empty_share": float((~positive).mean()),
+                "empty_skipped": float((skipped & ~positive).sum() / max(1, (~positive).sum())),
             })
             gated = scorer.score(results, skipped.tolist())
             gated_kb = float(np.mean(np.where(skipped, 0, sizes))) / 1000
             rows.append(Row("split+gate", f"{Path(root).name} w={width:g} gated", gated_kb,
-                            gated[0], gated[1], gated[2], None, str(root), width, rate))
+                            gated[0], gated[1], gated[2], None, str(root), width, rate,
+                            false_per_empty=gated[3]))
     return rows
 
 
-def _baseline_rows(root: Path, images: list[Frame], scorer: _Scorer, qualities: Sequence[int],
+def _baseline_rows(root: Path, eval_set: EvalSet, qualities: Sequence[int],
                    progress: Progress) -> list[Row]:
     runtime = TailRuntime.load(root)
     manifest = runtime.bundle.manifest
-    total = len(images) * (1 + 2 * len(qualities))
-    task = progress.add_task("teacher: raw, jpeg, webp", total=total)
+    images, scorer = eval_set.frames, eval_set.scorer
+    total = len(images) * (1 + len(CODECS) * len(qualities))
+    task = progress.add_task(f"{eval_set.label}: teacher on raw / image codecs", total=total)
     raw = []
     for start in range(0, len(images), _CHUNK):
         raw += runtime.run_images([f.image for f in images[start : start + _CHUNK]])
         progress.advance(task, min(_CHUNK, len(images) - start))
     raw_bytes = np.mean([f.image.nbytes for f in images]) / 1000
-    rows = [Row("raw", "teacher on the raw frame (uint8 RGB)", float(raw_bytes),
-                *scorer.score(raw))]
-    for codec_id, kind in ((CodecId.JPEG, "jpeg"), (CodecId.WEBP, "webp")):
+    map_, map50, top1, false = scorer.score(raw)
+    rows = [Row("raw", "teacher on the raw frame (uint8 RGB)", float(raw_bytes), map_, map50,
+                top1, false_per_empty=false)]
+    for method, codec_id, chroma in CODECS:
         for quality in qualities:
-            codec = make_codec(codec_id, quality=quality)
+            codec = ImageCodec(codec_id, quality, chroma=chroma)
             decoded, sizes, encode_ms = [], [], []
             for k, frame in enumerate(images):
                 started = time.perf_counter()
                 payload = codec.encode(frame.image)
                 encode_ms.append((time.perf_counter() - started) * 1e3)
-                request = _request(manifest.name, manifest.version, f"{kind}-q{quality}", k,
-                                   frame.image.shape[:2],
-                                   image=pb.EncodedImage(codec=pb.Codec.Name(codec_id),
-                                                         data=payload.strings[0]))
+                original = (int(frame.image.shape[0]), int(frame.image.shape[1]))
+                request = infer_request(
+                    _frame(manifest.name, manifest.version, f"{method}-q{quality}", k, original),
+                    image=payload)
                 sizes.append(wire_bytes(request))
                 decoded.append(codec.decode(payload))
             results = []
             for start in range(0, len(decoded), _CHUNK):
                 results += runtime.run_images(decoded[start : start + _CHUNK])
                 progress.advance(task, min(_CHUNK, len(decoded) - start))
-            rows.append(Row(kind, f"{kind} q={quality}", float(np.mean(sizes)) / 1000,
-                            *scorer.score(results), float(statistics.median(encode_ms)),
-                            quality=quality))
+            map_, map50, top1, false = scorer.score(results)
+            name = "jpeg 4:4:4" if method == "jpeg444" else method
+            rows.append(Row(method, f"{name} q={quality}", float(np.mean(sizes)) / 1000,
+                            map_, map50, top1, float(statistics.median(encode_ms)),
+                            quality=quality, false_per_empty=false,
+                            extra={"kb_p95": float(np.percentile(sizes, 95)) / 1000}))
     return rows
 
 
-def _local_ms(root: Path, images: list[Frame]) -> float:
+def _local_row(root: Path, eval_set: EvalSet) -> Row:
+    """The device's own full model (ONNX, 1 thread): accuracy and latency, no bytes sent."""
     local = LocalRunner.load(root, threads=1)
-    sample = images[: min(20, len(images))]
-    local.detect(sample[0].image)  # warm-up
-    times = []
-    for frame in sample:
+    local.detect(eval_set.frames[0].image)  # warm-up
+    results, times = [], []
+    for frame in eval_set.frames:
         started = time.perf_counter()
-        local.detect(frame.image)
+        results.append(local.run(frame.image, ("detection",)))
         times.append((time.perf_counter() - started) * 1e3)
-    return float(statistics.median(times))
+    map_, map50, top1, false = eval_set.scorer.score(results)
+    return Row("local", "local model on the device (ONNX)", 0.0, map_, map50, top1,
+               float(statistics.median(times)), str(root), false_per_empty=false,
+               extra={"device_ms_p95": float(np.percentile(times, 95))})
 
 
 def bytes_at(curve: list[Row], target: float, metric: str = "map") -> float | None:
     """KB/frame a codec curve needs to reach `target` (linear in log-bytes between the two
-    neighbouring qualities, on the curve's monotone upper envelope); None if it never does."""
+    neighbouring points, on the curve's monotone upper envelope); None if it never does.
+    Given several codecs' rows at once, the envelope is that of the best codec at each rate."""
     points = sorted((r.kb_per_frame, getattr(r, metric)) for r in curve)
     best, envelope = -1.0, []
     for kb, value in points:
@@ -253,9 +315,10 @@ def bytes_at(curve: list[Row], target: float, metric: str = "map") -> float | No
     return None
 
 
-def _summary(rows: list[Row], prefilter: dict[str, Any], local_ms: float) -> dict[str, Any]:
+def _summary(rows: list[Row], prefilter: dict[str, Any]) -> dict[str, Any]:
     raw = next(r for r in rows if r.method == "raw")
-    curves = {kind: [r for r in rows if r.method == kind] for kind in ("jpeg", "webp")}
+    curves = {kind: [r for r in rows if r.method == kind] for kind in IMAGE_METHODS}
+    curves["best"] = [r for r in rows if r.method in IMAGE_METHODS]
     at_teacher = {}
     for metric in ("map", "map50"):
         target = getattr(raw, metric) - 0.01
@@ -273,9 +336,32 @@ def _summary(rows: list[Row], prefilter: dict[str, Any], local_ms: float) -> dic
                 entry[f"{kind}_ratio_{metric}"] = (needed / row.kb_per_frame
                                                    if needed and row.kb_per_frame else None)
         students.append(entry)
-    return {"teacher": {"map": raw.map, "map50": raw.map50, "top1": raw.top1},
+    local = next((r for r in rows if r.method == "local"), None)
+    return {"teacher": {"map": raw.map, "map50": raw.map50, "top1": raw.top1,
+                        "false_per_empty": raw.false_per_empty},
             "codec_kb_at_teacher_minus_1pt": at_teacher, "students": students,
-            "prefilter": prefilter, "local_ms": local_ms}
+            "prefilter": prefilter, "local_ms": local.device_ms if local else None}
+
+
+def _generalization(per_set: dict[str, Any]) -> list[dict[str, Any]]:
+    """mAP on every later set ÷ mAP on the first, for the teacher, the local model and each
+    split width (the rows present in both)."""
+    labels = list(per_set)
+    if len(labels) < 2:
+        return []
+    first = {(r.method, r.setting): r for r in per_set[labels[0]]["rows"]}
+    out = []
+    for label in labels[1:]:
+        for row in per_set[label]["rows"]:
+            base = first.get((row.method, row.setting))
+            if base is None or row.method not in ("raw", "local", "split"):
+                continue
+            out.append({"set": label, "method": row.method, "setting": row.setting,
+                        "map_first": base.map, "map": row.map,
+                        "ratio": row.map / base.map if base.map else None,
+                        "false_first": base.false_per_empty,
+                        "false": row.false_per_empty})
+    return out
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -283,86 +369,115 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def _markdown(report: dict[str, Any]) -> str:
-    rows = [Row(**r) for r in report["rows"]]
-    summary = report["summary"]
-    lines = [f"# Rate–accuracy on {report['data']} ({report['frames']} frames)", "",
-             f"Bytes: {report['bytes']}.", "",
-             "| method | setting | KB/frame | mAP@[.5:.95] | mAP@.5 | cls top-1 | device ms |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r.method} | {r.setting} | {_fmt(r.kb_per_frame, 3)} | {_fmt(r.map)} | "
-                     f"{_fmt(r.map50)} | {_fmt(r.top1)} | {_fmt(r.device_ms, 1)} |")
-    teacher = summary["teacher"]
-    lines += ["",
-              f"Teacher on raw frames: mAP {teacher['map']:.3f}, mAP@.5 {teacher['map50']:.3f}.",
-              f"Local full model (ONNX, 1 thread): {summary['local_ms']:.1f} ms/frame.", ""]
-    for metric, label in (("map", "mAP@[.5:.95]"), ("map50", "mAP@.5")):
-        codec_kb = summary["codec_kb_at_teacher_minus_1pt"][metric]
-        lines.append(f"KB/frame at teacher {label} − 1 point: JPEG {_fmt(codec_kb['jpeg'])}, "
-                     f"WebP {_fmt(codec_kb['webp'])}.")
-    lines += ["", "| student | KB/frame | mAP | JPEG KB at equal mAP | JPEG/student | "
-              "WebP KB at equal mAP | WebP/student | mAP@.5 | JPEG/student at equal mAP@.5 |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for s in summary["students"]:
-        lines.append(
-            f"| {s['setting']} | {_fmt(s['kb'])} | {_fmt(s['map'])} | {_fmt(s['jpeg_kb_at_map'])} "
-            f"| {_fmt(s['jpeg_ratio_map'], 1)} | {_fmt(s['webp_kb_at_map'])} | "
-            f"{_fmt(s['webp_ratio_map'], 1)} | {_fmt(s['map50'])} | "
-            f"{_fmt(s['jpeg_ratio_map50'], 1)} |")
-    prefilter = summary["prefilter"]
-    if prefilter:
-        lines += ["", f"Prefilter (threshold {prefilter['threshold']:.3f}): recall "
-                      f"{prefilter['recall']:.3f}, precision {prefilter['precision']:.3f}, frames "
-                      f"skipped {prefilter['skip_share']:.3f} (empty frames "
-                      f"{prefilter['empty_share']:.3f})."]
+    sets = report["sets"]
+    labels = list(sets)
+    rows_by_set = {label: [Row(**r) for r in sets[label]["rows"]] for label in labels}
+    title = " and ".join(f"{label} ({sets[label]['frames']} frames)" for label in labels)
+    lines = [f"# Rate–accuracy on {title}", "", f"Bytes: {report['bytes']}. FD/empty: "
+             f"detections with score ≥ {FALSE_SCORE} per frame without objects. Device ms: "
+             "median, 1 thread (split: preprocess + head + entropy coding; codecs: encoding; "
+             "local: the whole model).", ""]
+    header = "| method | setting | device ms |" + "".join(
+        " KB/frame | mAP | mAP@.5 | FD/empty |" for _ in labels)
+    lines += [f"Column groups: {', '.join(labels)}.", "", header,
+              "|---|---|---:|" + "---:|---:|---:|---:|" * len(labels)]
+    first = rows_by_set[labels[0]]
+    for index, row in enumerate(first):
+        cells = f"| {row.method} | {row.setting} | {_fmt(row.device_ms, 1)} |"
+        for label in labels:
+            other = rows_by_set[label][index]
+            cells += (f" {_fmt(other.kb_per_frame)} | {_fmt(other.map)} | {_fmt(other.map50)} | "
+                      f"{_fmt(other.false_per_empty, 2)} |")
+        lines.append(cells)
+    for label in labels:
+        summary = sets[label]["summary"]
+        teacher = summary["teacher"]
+        lines += ["", f"## {label}", "",
+                  f"Teacher on raw frames: mAP {teacher['map']:.3f}, mAP@.5 "
+                  f"{teacher['map50']:.3f}, FD/empty {_fmt(teacher['false_per_empty'], 2)}."]
+        codec_kb = summary["codec_kb_at_teacher_minus_1pt"]["map"]
+        lines.append("KB/frame to reach the teacher's mAP − 1 point: " + ", ".join(
+            f"{kind} {_fmt(codec_kb[kind])}" for kind in (*IMAGE_METHODS, "best")) + ".")
+        lines += ["", "| student | KB/frame | mAP | best codec KB at equal mAP | best/student | "
+                  "JPEG 4:2:0 / 4:4:4 / WebP KB | mAP@.5 | best/student at equal mAP@.5 |",
+                  "|---|---:|---:|---:|---:|---|---:|---:|"]
+        for s in summary["students"]:
+            per_codec = " / ".join(_fmt(s[f"{kind}_kb_at_map"], 2) for kind in IMAGE_METHODS)
+            lines.append(
+                f"| {s['setting']} | {_fmt(s['kb'])} | {_fmt(s['map'])} | "
+                f"{_fmt(s['best_kb_at_map'])} | {_fmt(s['best_ratio_map'], 1)} | {per_codec} | "
+                f"{_fmt(s['map50'])} | {_fmt(s['best_ratio_map50'], 1)} |")
+        prefilter = summary["prefilter"]
+        if prefilter:
+            lines += ["", f"Prefilter (threshold {prefilter['threshold']:.3f}): recall "
+                          f"{prefilter['recall']:.3f}, precision {prefilter['precision']:.3f}, "
+                          f"frames skipped {prefilter['skip_share']:.3f}, empty frames skipped "
+                          f"{prefilter['empty_skipped']:.3f} (empty share "
+                          f"{prefilter['empty_share']:.3f})."]
+    if report["generalization"]:
+        lines += ["", "## Generalization: later set ÷ first set", "",
+                  "| set | method | setting | mAP first | mAP | ratio | FD/empty first "
+                  "| FD/empty |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]
+        for g in report["generalization"]:
+            lines.append(f"| {g['set']} | {g['method']} | {g['setting']} | "
+                         f"{_fmt(g['map_first'])} | {_fmt(g['map'])} | {_fmt(g['ratio'], 2)} | "
+                         f"{_fmt(g['false_first'], 2)} | {_fmt(g['false'], 2)} |")
     return "\n".join(lines) + "\n"
 
 
-def _plot(rows: list[Row], path: Path) -> None:
+def _plot(per_set: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    curves: dict[str, list[Row]] = {}
-    for row in rows:
-        if row.method == "raw":
-            axis.axhline(row.map, color="grey", linestyle="--", label="teacher, raw frame")
-            continue
-        key = row.method if row.method in ("jpeg", "webp") else (
-            f"{row.method} λ={row.rate_lambda:g}" if row.rate_lambda is not None
-            else f"{row.method} {Path(row.bundle or '').name}")
-        curves.setdefault(key, []).append(row)
-    for key, curve in curves.items():
-        curve = sorted(curve, key=lambda r: r.kb_per_frame)
-        axis.plot([r.kb_per_frame for r in curve], [r.map for r in curve], marker="o", label=key)
-    axis.set_xscale("log")
-    axis.set_xlabel("KB per frame on the wire (log)")
-    axis.set_ylabel("mAP@[.5:.95]")
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=8)
+    figure, axes = plt.subplots(1, len(per_set), figsize=(7 * len(per_set), 4.5), squeeze=False)
+    for axis, (label, entry) in zip(axes[0], per_set.items(), strict=True):
+        curves: dict[str, list[Row]] = {}
+        for row in entry["rows"]:
+            if row.method in ("raw", "local"):
+                axis.axhline(row.map, color="grey" if row.method == "raw" else "black",
+                             linestyle="--" if row.method == "raw" else ":",
+                             label="teacher, raw frame" if row.method == "raw" else
+                             "local model (0 B)")
+                continue
+            key = row.method if row.method in IMAGE_METHODS else (
+                f"{row.method} λ={row.rate_lambda:g}" if row.rate_lambda is not None
+                else f"{row.method} {Path(row.bundle or '').name}")
+            curves.setdefault(key, []).append(row)
+        for key, curve in curves.items():
+            curve = sorted(curve, key=lambda r: r.kb_per_frame)
+            axis.plot([r.kb_per_frame for r in curve], [r.map for r in curve], marker="o",
+                      label=key)
+        axis.set_xscale("log")
+        axis.set_title(label)
+        axis.set_xlabel("KB per frame on the wire (log)")
+        axis.set_ylabel("mAP@[.5:.95]")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
 def _fill_accuracy(root: Path, rows: list[Row]) -> None:
     bundle = load_bundle(root)
     by_width = {r.width: r.map for r in rows if r.method == "split" and r.bundle == str(root)}
-    raw = next(r.map for r in rows if r.method == "raw")
-    codec_rows = {(r.method, r.quality): r.map for r in rows if r.quality is not None}
+    local = next((r.map for r in rows if r.method == "local"), None)
+    codec_rows: dict[tuple[str, int], float | None] = {
+        (r.method, r.quality): r.map for r in rows if r.quality is not None}
     branches = []
     for branch in bundle.manifest.branches:
         accuracy = branch.accuracy
         if branch.kind == "split" and branch.width in by_width:
             accuracy = by_width[branch.width]
-        elif branch.kind == "local":
-            accuracy = raw
+        elif branch.kind == "local" and local is not None:
+            accuracy = local
         elif branch.kind == "skip":
             accuracy = 0.0
-        elif branch.kind in ("jpeg", "webp"):
-            quality = int(branch.id.rsplit("q", 1)[-1]) if "-q" in branch.id else None
+        elif branch.kind in ("jpeg", "webp") and "-q" in branch.id:
+            quality = int(branch.id.rsplit("q", 1)[-1])
             accuracy = codec_rows.get((branch.kind, quality), accuracy)
         branches.append(branch.model_copy(update={"accuracy": accuracy}))
     write_manifest(root, bundle.manifest.model_copy(update={"branches": tuple(branches)}))

@@ -68,6 +68,9 @@ class Data:
     train: str  # a COCO .json or a folder of frames
     val: str | None = None
     flip: bool = True
+    # colour jitter, channel swaps and greyscale on top of what the generator varies (a camera
+    # the generator did not imagine still has a gain, a white balance and a colour order)
+    photometric: bool = True
 
 
 @dataclass(frozen=True, config=_STRICT)

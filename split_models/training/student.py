@@ -53,7 +53,7 @@ from split_models.training.loop import (
     set_lr,
     step_generator,
 )
-from split_models.training.teacher import flip, load_teacher, set_sampling
+from split_models.training.teacher import augment, load_teacher, set_sampling
 
 Features = dict[str, torch.Tensor]
 
@@ -120,8 +120,8 @@ class StudentTrainer:
         generator = step_generator(self.experiment.seed, step)
         indices = batch_indices(len(self.frames), batch_size, self.experiment.seed, step)
         frames = [self.frames[i] for i in indices]
-        if self.experiment.data.flip:
-            frames = [flip(f) if torch.rand(1, generator=generator) < 0.5 else f for f in frames]
+        data = self.experiment.data
+        frames = [augment(f, generator, data.flip, data.photometric) for f in frames]
         return self.batch(frames)
 
     # --- features ---------------------------------------------------------------------------

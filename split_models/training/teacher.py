@@ -71,7 +71,32 @@ def flip(frame: Frame) -> Frame:
     width = frame.image.shape[1]
     boxes = frame.boxes.copy()
     boxes[:, [0, 2]] = width - frame.boxes[:, [2, 0]]
-    return Frame(np.ascontiguousarray(frame.image[:, ::-1]), boxes, frame.labels, frame.image_id)
+    return Frame(np.ascontiguousarray(frame.image[:, ::-1]), boxes, frame.labels, frame.image_id,
+                 frame.labelled)
+
+
+def photometric(frame: Frame, generator: torch.Generator) -> Frame:
+    """Contrast, brightness and saturation jitter; sometimes a channel permutation or grey."""
+    draws = torch.rand(6, generator=generator).tolist()
+    image = frame.image.astype(np.float32)
+    grey = image.mean(axis=2, keepdims=True)
+    saturation = 0.0 if draws[4] < 0.1 else 0.4 + 1.0 * draws[2]
+    image = grey + (image - grey) * saturation
+    image = (image - 128) * (0.6 + 0.8 * draws[0]) + 128 + (draws[1] - 0.5) * 80
+    if draws[3] < 0.2:
+        order = torch.randperm(3, generator=generator).numpy()
+        image = image[:, :, order]
+    out = np.clip(image, 0, 255).astype(np.uint8)
+    return Frame(np.ascontiguousarray(out), frame.boxes, frame.labels, frame.image_id,
+                 frame.labelled)
+
+
+def augment(frame: Frame, generator: torch.Generator, flips: bool, colours: bool) -> Frame:
+    if flips and torch.rand(1, generator=generator) < 0.5:
+        frame = flip(frame)
+    if colours and torch.rand(1, generator=generator) < 0.8:
+        frame = photometric(frame, generator)
+    return frame
 
 
 def to_float(frame: Frame) -> torch.Tensor:
@@ -111,8 +136,8 @@ def train_teacher(experiment: Experiment, out: Path) -> RunResult:
         generator = step_generator(experiment.seed, index)
         batch = [frames[i] for i in batch_indices(len(frames), optim.batch_size,
                                                   experiment.seed, index)]
-        if experiment.data.flip:
-            batch = [flip(f) if torch.rand(1, generator=generator) < 0.5 else f for f in batch]
+        data = experiment.data
+        batch = [augment(f, generator, data.flip, data.photometric) for f in batch]
         if task == "detection":
             targets = [{"boxes": torch.from_numpy(f.boxes), "labels": torch.from_numpy(f.labels)}
                        for f in batch]

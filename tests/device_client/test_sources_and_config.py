@@ -165,3 +165,19 @@ def test_backoff_grows_is_capped_and_jittered() -> None:
     assert 0.08 <= delays[0] <= 0.12
     assert all(0.8 * 2.0 <= d <= 1.2 * 2.0 for d in delays[5:])
     assert delays[3] > delays[1]
+
+
+def test_the_benchmark_stream_draws_benchmark_scenes_with_empty_stretches() -> None:
+    from device_client.sources import SceneGenerator, frame_generator
+
+    config = GeneratedSource(kind="generated", seed=2, empty_run=2, object_run=3)
+    generator = frame_generator(config)
+    assert isinstance(generator, SceneGenerator)  # the default is the benchmark's scenes
+    again = frame_generator(config)
+    assert all(np.array_equal(generator.frame(i), again.frame(i)) for i in (0, 3, 7))
+    assert [bool(generator.boxes(i)) for i in range(5)] == [True, True, True, False, False]
+    assert generator.frame(0).shape == (240, 320, 3)
+    # an empty frame is the clip's background through its camera: no object pixels at all
+    assert not generator.boxes(3) and not np.array_equal(generator.frame(3), generator.frame(0))
+    plumbing = frame_generator(config.model_copy(update={"scenes": "plumbing"}))
+    assert isinstance(plumbing, ShapesGenerator)

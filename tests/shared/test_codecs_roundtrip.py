@@ -102,6 +102,19 @@ def test_image_codec_quality_trades_bytes_for_fidelity() -> None:
         assert err_high < err_low
 
 
+def test_jpeg_full_chroma_keeps_colour_edges_for_more_bytes() -> None:
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, ::2] = (255, 0, 0)  # one-pixel red / black stripes: 4:2:0 smears the red
+    sub, full = ImageCodec(CodecId.JPEG, 90), ImageCodec(CodecId.JPEG, 90, chroma="4:4:4")
+    p_sub, p_full = sub.encode(image), full.encode(image)
+    assert p_sub.nbytes < p_full.nbytes
+    err_sub = np.abs(sub.decode(p_sub).astype(int) - image).mean()
+    err_full = np.abs(full.decode(p_full).astype(int) - image).mean()
+    assert err_full < err_sub
+    with pytest.raises(ValueError, match="chroma"):
+        ImageCodec(CodecId.JPEG, 90, chroma="4:1:1")
+
+
 @given(st.lists(st.integers(0, 2**35 - 1), max_size=50))
 def test_escape_varints_roundtrip(values) -> None:
     from shared.codecs import varint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -68,3 +69,42 @@ def test_cli_generates_a_dataset(tmp_path: Path) -> None:
                  "--test", "1", "--height", "64", "--width", "80"])
     assert code == 0
     assert len(json.loads((tmp_path / "test.json").read_text())["images"]) == 1
+
+
+def test_the_shifted_set_draws_only_held_out_styles(tmp_path: Path) -> None:
+    from device_client.scenes import styles
+    from split_models.data.synthetic import generate_split
+
+    train, shifted = styles.families("train"), styles.families("shifted")
+    # by construction: no background family but "photo", no fill, no face look shared; the
+    # photo family draws other photos and the faces other identities
+    assert set(train.backgrounds) & set(shifted.backgrounds) == {"photo"}
+    assert not set(train.fills) & set(shifted.fills)
+    assert not set(train.face_looks) & set(shifted.face_looks)
+    assert not set(train.photos) & set(shifted.photos)
+    assert set(range(100)[train.faces]).isdisjoint(range(100)[shifted.faces])
+    generate_split(tmp_path / "a", "test", 3, seed=5, config=SCENE)
+    b = generate_split(tmp_path / "b", "test", 3, seed=5,
+                       config=dataclasses.replace(SCENE, styles="shifted"))
+    assert "styles shifted" in json.loads(b.read_text())["info"]["description"]
+    assert _digests(tmp_path / "a") != _digests(tmp_path / "b")
+
+
+def test_every_style_family_draws(tmp_path: Path) -> None:
+    """Each background family and fill renders (a family that raised would never be drawn by a
+    small sample) and an object's box covers its pixels."""
+    from device_client.scenes import backgrounds, objects, styles
+
+    rng = np.random.default_rng(0)
+    for fam in (styles.families("train"), styles.families("shifted")):
+        for family in fam.backgrounds:
+            canvas = backgrounds.background(rng, family, 48, 64, fam.photos)
+            assert canvas.shape == (48, 64, 3) and np.isfinite(canvas).all()
+        for fill in fam.fills:
+            mask = objects.shape_mask("star", 40, rng, antialias=True)
+            rgb, alpha = objects.fill(fill, mask, rng, fam.photos)
+            assert rgb.shape == (40, 40, 3) and alpha.shape == (40, 40)
+            assert 0 < alpha.max() <= 1 and alpha.sum() <= mask.sum() * 1.6
+        for _ in range(6):
+            rgb, alpha = objects.face(32, rng, fam, antialias=False)
+            assert rgb.shape == (32, 32, 3) and alpha.max() > 0

@@ -96,12 +96,25 @@ def test_student_pipeline_exports_a_bundle_that_infers(shapes: Path, det_teacher
                                         [geometry.input_size], [geometry.original])
         assert all(0 <= d.box[0] <= d.box[2] <= SCENE.width for d in result.detections)
 
-    report = run_report([bundle_dir], shapes / "val.json", tmp_path / "report", limit=2,
-                        qualities=(50,))
-    assert "| jpeg | jpeg q=50 |" in report.read_text()
-    rows = json.loads((tmp_path / "report" / "report.json").read_text())["rows"]
-    assert {r["method"] for r in rows} == {"split", "split+gate", "raw", "jpeg", "webp"}
+    manifest_bytes = (bundle_dir / "manifest.json").read_bytes()
+    report = run_report([bundle_dir], [shapes / "val.json", shapes / "train.json"],
+                        tmp_path / "report", limit=2, qualities=(50,))
+    assert (bundle_dir / "manifest.json").read_bytes() == manifest_bytes  # only when asked
+    text = report.read_text()
+    assert "| jpeg | jpeg q=50 |" in text and "| jpeg444 | jpeg 4:4:4 q=50 |" in text
+    assert "Generalization" in text
+    sets = json.loads((tmp_path / "report" / "report.json").read_text())["sets"]
+    assert len(sets) == 2
+    for entry in sets.values():
+        assert {r["method"] for r in entry["rows"]} == {
+            "split", "split+gate", "raw", "local", "jpeg", "jpeg444", "webp"}
+        assert all(r["false_per_empty"] is not None for r in entry["rows"])
+        assert entry["summary"]["students"][0]["best_kb_at_map"] is None or (
+            entry["summary"]["students"][0]["best_kb_at_map"] > 0)
     assert (tmp_path / "report" / "rate_accuracy.png").stat().st_size > 0
+    assert list((tmp_path / "report").glob("detections_*.png"))
+    run_report([bundle_dir], shapes / "val.json", tmp_path / "report", limit=2, qualities=(50,),
+               write_manifest=True)
     filled = {b.id: b.accuracy for b in load_bundle(bundle_dir).manifest.branches}
     assert filled["split-w100"] is not None and filled["local"] is not None
 
