@@ -6,7 +6,8 @@
     splitedge train configs/demo-shapes/teacher-det.yaml [--set student.rate_lambda=0.04]
     splitedge eval --bundle bundles/demo-shapes --data data/shapes/test.json \
         --data data/shapes-shifted/test.json --out reports/x
-    splitedge export ...        (= python -m split_models export ...)
+    splitedge export --teacher detection=tiny_fasterrcnn --name demo --out bundles/demo
+                                (= python -m split_models export ...)
 
 Training resumes from the run directory's checkpoints by default (`--fresh` starts over).
 """
@@ -22,13 +23,11 @@ from pathlib import Path
 
 import torch
 
+from split_models.teachers import TEACHERS
+
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] == "export":
-        from split_models.__main__ import main as export_main
-
-        return export_main(args)
     parser = argparse.ArgumentParser(prog="splitedge")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -67,8 +66,25 @@ def main(argv: list[str] | None = None) -> int:
                           help="write the first set's accuracies into the first bundle's "
                                "manifest (never done otherwise)")
     evaluate.add_argument("--threads", type=int, default=2)
+    export = commands.add_parser("export", help="export a split model to a bundle directory")
+    export.add_argument(
+        "--teacher", action="append", required=True, metavar="[TASK=]NAME[@WEIGHTS]",
+        help=f"repeatable; the first gives the head. Names: {', '.join(TEACHERS)}",
+    )
+    export.add_argument("--name", required=True)
+    export.add_argument("--version", default="0")
+    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--latent-channels", type=int, default=12)
+    export.add_argument("--widths", default="0.25,0.5,0.75,1.0")
+    export.add_argument("--encoder-stride", type=int, default=2)
+    export.add_argument("--inner-channels", type=int, default=64)
+    export.add_argument("--prefilter-threshold", type=float, default=0.0)
+    export.add_argument("--student", type=Path, help="state dict of a trained student")
+    export.add_argument("--seed", type=int, default=0)
     parsed = parser.parse_args(args)
 
+    if parsed.command == "export":
+        return _export(parsed)
     if parsed.command == "dataset":
         return _dataset(parsed)
     if parsed.command == "train":
@@ -80,6 +96,43 @@ def main(argv: list[str] | None = None) -> int:
                         qualities=[int(q) for q in parsed.qualities.split(",")],
                         write_manifest=parsed.write_manifest)
     print(report)
+    return 0
+
+
+def _export(parsed: argparse.Namespace) -> int:
+    """Build teachers, split them and export a bundle. Without `--student` the bottleneck is
+    freshly initialized (for plumbing and figures); pass a trained student's state dict."""
+    from shared.errors import SplitEdgeError
+    from split_models.export import export_bundle
+    from split_models.split import SplitConfig, build_student
+    from split_models.teachers import build_teacher, teacher_spec
+
+    try:
+        torch.manual_seed(parsed.seed)
+        teachers = {}
+        for item in parsed.teacher:
+            task_part, _, rest = item.rpartition("=")
+            name, _, weights = rest.partition("@")
+            task = task_part or teacher_spec(name).task
+            teachers[task] = (name, build_teacher(name, weights or None))
+        config = SplitConfig(
+            latent_channels=parsed.latent_channels,
+            widths=tuple(float(w) for w in parsed.widths.split(",")),
+            encoder_stride=parsed.encoder_stride,
+            inner_channels=parsed.inner_channels,
+        )
+        student = build_student(teachers, config)
+        if parsed.student:
+            saved = torch.load(parsed.student, map_location="cpu", weights_only=True)
+            student.load_state_dict(saved)
+        out = export_bundle(
+            student, teachers, parsed.out, name=parsed.name, version=parsed.version,
+            prefilter_threshold=parsed.prefilter_threshold,
+        )
+    except SplitEdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(out)
     return 0
 
 

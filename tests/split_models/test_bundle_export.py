@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 from device_client.head import HeadRunner  # noqa: E402
 from shared.bundle import load_bundle  # noqa: E402
 from shared.errors import BundleError  # noqa: E402
-from split_models.__main__ import main as cli  # noqa: E402
+from split_models.cli import main as cli  # noqa: E402
 from split_models.runtime import TailRuntime  # noqa: E402
 from tests.bundles import Demo, frame  # noqa: E402
 
