@@ -315,6 +315,13 @@ def bytes_at(curve: list[Row], target: float, metric: str = "map") -> float | No
     return None
 
 
+def below_curve(curve: list[Row], target: float, metric: str = "map") -> bool:
+    """True when the codec's cheapest setting already reaches `target`: `bytes_at` then returns
+    that setting's bytes, an upper bound on what the codec needs (it has no cheaper setting)."""
+    cheapest = min(curve, key=lambda r: r.kb_per_frame, default=None)
+    return cheapest is not None and target <= float(getattr(cheapest, metric))
+
+
 def _summary(rows: list[Row], prefilter: dict[str, Any]) -> dict[str, Any]:
     raw = next(r for r in rows if r.method == "raw")
     curves = {kind: [r for r in rows if r.method == kind] for kind in IMAGE_METHODS}
@@ -333,6 +340,7 @@ def _summary(rows: list[Row], prefilter: dict[str, Any]) -> dict[str, Any]:
             for kind, curve in curves.items():
                 needed = bytes_at(curve, getattr(row, metric), metric)
                 entry[f"{kind}_kb_at_{metric}"] = needed
+                entry[f"{kind}_at_most_{metric}"] = below_curve(curve, getattr(row, metric), metric)
                 entry[f"{kind}_ratio_{metric}"] = (needed / row.kb_per_frame
                                                    if needed and row.kb_per_frame else None)
         students.append(entry)
@@ -362,6 +370,17 @@ def _generalization(per_set: dict[str, Any]) -> list[dict[str, Any]]:
                         "false_first": base.false_per_empty,
                         "false": row.false_per_empty})
     return out
+
+
+def rewrite(out: Path) -> Path:
+    """report.md (and the summaries in report.json) again from report.json's rows: after a change
+    to the summary or the layout, without running the models again."""
+    report = json.loads((out / "report.json").read_text())
+    for entry in report["sets"].values():
+        entry["summary"] = _summary([Row(**r) for r in entry["rows"]], entry["prefilter"])
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text(_markdown(report))
+    return out / "report.md"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -398,15 +417,23 @@ def _markdown(report: dict[str, Any]) -> str:
         codec_kb = summary["codec_kb_at_teacher_minus_1pt"]["map"]
         lines.append("KB/frame to reach the teacher's mAP − 1 point: " + ", ".join(
             f"{kind} {_fmt(codec_kb[kind])}" for kind in (*IMAGE_METHODS, "best")) + ".")
-        lines += ["", "| student | KB/frame | mAP | best codec KB at equal mAP | best/student | "
+        lines += ["", "\"≤\": the codec's cheapest setting (quality 5) already reaches the "
+                  "student's accuracy, so it would need at most that many bytes.", "",
+                  "| student | KB/frame | mAP | best codec KB at equal mAP | best/student | "
                   "JPEG 4:2:0 / 4:4:4 / WebP KB | mAP@.5 | best/student at equal mAP@.5 |",
                   "|---|---:|---:|---:|---:|---|---:|---:|"]
         for s in summary["students"]:
-            per_codec = " / ".join(_fmt(s[f"{kind}_kb_at_map"], 2) for kind in IMAGE_METHODS)
+            def bound(kind: str, metric: str, s: dict[str, Any] = s) -> str:
+                return "≤ " if s.get(f"{kind}_at_most_{metric}") else ""
+
+            per_codec = " / ".join(bound(kind, "map") + _fmt(s[f"{kind}_kb_at_map"], 2)
+                                   for kind in IMAGE_METHODS)
             lines.append(
                 f"| {s['setting']} | {_fmt(s['kb'])} | {_fmt(s['map'])} | "
-                f"{_fmt(s['best_kb_at_map'])} | {_fmt(s['best_ratio_map'], 1)} | {per_codec} | "
-                f"{_fmt(s['map50'])} | {_fmt(s['best_ratio_map50'], 1)} |")
+                f"{bound('best', 'map')}{_fmt(s['best_kb_at_map'])} | "
+                f"{bound('best', 'map')}{_fmt(s['best_ratio_map'], 1)} | {per_codec} | "
+                f"{_fmt(s['map50'])} | {bound('best', 'map50')}"
+                f"{_fmt(s['best_ratio_map50'], 1)} |")
         prefilter = summary["prefilter"]
         if prefilter:
             lines += ["", f"Prefilter (threshold {prefilter['threshold']:.3f}): recall "

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from split_models.evaluation.coco_map import Prediction, coco_map
-from split_models.evaluation.report import Row, bytes_at
+from split_models.evaluation.report import Row, below_curve, bytes_at
 
 
 @pytest.fixture
@@ -58,3 +58,9 @@ def test_bytes_at_interpolates_in_log_bytes() -> None:
     assert bytes_at(curve, 0.2) == pytest.approx(2.0)
     assert bytes_at(curve, 0.05) == pytest.approx(1.0)
     assert bytes_at(curve, 0.35) is None
+
+
+def test_a_target_below_the_cheapest_setting_is_an_upper_bound() -> None:
+    curve = [Row("webp", "q5", 1.5, 0.3, 0.4), Row("webp", "q50", 5.0, 0.4, 0.5)]
+    assert bytes_at(curve, 0.2) == pytest.approx(1.5) and below_curve(curve, 0.2)
+    assert not below_curve(curve, 0.35) and bytes_at(curve, 0.35) > 1.5
