@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from shared.bundle.manifest import Branch, CenterCropResize, Manifest, MinMaxSideResize
+from shared.bundle.manifest import (
+    Branch,
+    CenterCropResize,
+    FixedResize,
+    Manifest,
+    MinMaxSideResize,
+)
 from shared.codecs import CodecId
 from shared.errors import InvalidRequest
 
@@ -112,6 +118,10 @@ class LatentPlausibility:
             step = rule.size_divisible
             padded = (-(-height // step) * step, -(-width // step) * step)
             limit = f"sides at most {rule.min_size} (shorter) and {rule.max_size} (longer)"
+        elif isinstance(rule, FixedResize):
+            fits = (height, width) == (rule.height, rule.width)
+            padded = (height, width)
+            limit = f"exactly {rule.height}×{rule.width}"
         else:
             assert isinstance(rule, CenterCropResize)
             fits = height == width <= rule.crop

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,7 @@ from device_client.preprocess import Preprocessor
 from shared.bundle import (
     Branch,
     CenterCropResize,
+    FixedResize,
     HeadFile,
     LatentSpec,
     Manifest,
@@ -43,7 +44,7 @@ from shared.bundle import (
     write_manifest,
 )
 from shared.bundle.manifest import SCHEMA_VERSION, FileDigest, split_branch_id
-from shared.codecs import CodecId, make_codec
+from shared.codecs import Codec, CodecId, make_codec
 from split_models.entropy import export_tables
 from split_models.runtime import TAIL_FORMAT
 from split_models.split import SplitModel
@@ -51,6 +52,8 @@ from split_models.teachers import categories, teacher_spec
 
 OPSET = 17
 _PLACEHOLDER = FileDigest(sha256="0" * 64, bytes=0)  # write_manifest computes the real ones
+
+IMAGE_QUALITIES = (30, 50, 70, 90)  # the image branches a bundle offers, low to high
 
 
 def head_file(width: float) -> str:
@@ -125,13 +128,14 @@ def preprocessing_for(name: str, teacher: nn.Module, student: SplitModel) -> Pre
     std = tuple(float(v) for v in student.head.std.flatten())
     pad = tuple(round(m * 255) for m in mean)
     transform = getattr(teacher, "transform", None)
-    resize: MinMaxSideResize | CenterCropResize
-    if teacher_spec(name).task == "detection" and transform is not None:
-        if transform.fixed_size is not None:
-            raise NotImplementedError(
-                f"{name} resizes to a fixed size {transform.fixed_size}; the manifest has no "
-                "such rule yet (the head and tail work; only the bundle export does not)"
-            )
+    resize: MinMaxSideResize | CenterCropResize | FixedResize
+    if teacher_spec(name).task == "detection" and transform is not None and (
+        transform.fixed_size is not None
+    ):
+        # torchvision's fixed_size is (width, height): it resizes to [fixed[1], fixed[0]]
+        width, height = (int(v) for v in transform.fixed_size)
+        resize = FixedResize(height=height, width=width)
+    elif teacher_spec(name).task == "detection" and transform is not None:
         resize = MinMaxSideResize(
             min_size=int(transform.min_size[-1]),
             max_size=int(transform.max_size),
@@ -188,6 +192,29 @@ def export_local(
     return files
 
 
+def image_branches(sample: npt.NDArray[np.uint8], repeats: int = 3) -> list[Branch]:
+    """Full-frame offload at each of IMAGE_QUALITIES, JPEG and WebP: the quality is the branch's
+    own field (the device encodes at it), the figures a first estimate on `sample` that
+    `splitedge eval --write-manifest` replaces with the test split's."""
+    branches = []
+    kinds: tuple[tuple[CodecId, Literal["jpeg", "webp"]], ...] = (
+        (CodecId.JPEG, "jpeg"), (CodecId.WEBP, "webp"))
+    for codec_id, kind in kinds:
+        for quality in IMAGE_QUALITIES:
+            codec = make_codec(codec_id, quality=quality)
+
+            def encode(codec: Codec = codec) -> object:
+                return codec.encode(sample)
+
+            branches.append(Branch(
+                id=f"{kind}-q{quality}", kind=kind, codec=codec_id.name, quality=quality,
+                input_size=(sample.shape[0], sample.shape[1]),
+                expected_bytes=float(codec.encode(sample).nbytes),
+                device_ms=_median_ms(encode, repeats),
+            ))
+    return branches
+
+
 def measure_branches(
     student: SplitModel, root: Path, sample: npt.NDArray[np.uint8], repeats: int
 ) -> tuple[Branch, ...]:
@@ -224,13 +251,7 @@ def measure_branches(
         local_ms = _median_ms(lambda: local.classify(sample), repeats)
     branches.append(Branch(id="local", kind="local", device_ms=local_ms, edge_ms=0.0,
                            expected_bytes=0.0))
-    jpeg = make_codec(CodecId.JPEG, quality=90)
-    branches.append(Branch(
-        id="jpeg-q90", kind="jpeg", codec=CodecId.JPEG.name,
-        input_size=(sample.shape[0], sample.shape[1]),
-        expected_bytes=float(jpeg.encode(sample).nbytes),
-        device_ms=_median_ms(lambda: jpeg.encode(sample), repeats),
-    ))
+    branches += image_branches(sample, repeats)
     branches.append(Branch(id="skip", kind="skip", expected_bytes=0.0, device_ms=0.0,
                            edge_ms=0.0))
     return tuple(branches)
@@ -366,4 +387,6 @@ def _num_classes(name: str, teacher: nn.Module) -> int:
         return int(roi_heads.box_predictor.cls_score.out_features)
     head = teacher.head
     classification: Any = getattr(head, "classification_head", None)
-    return int(classification.num_classes)
+    # RetinaNet's head says num_classes; SSD's scoring heads call it num_columns
+    count = getattr(classification, "num_classes", None) or classification.num_columns
+    return int(count)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.bundle.manifest import CenterCropResize, MinMaxSideResize, Preprocessing
+from shared.bundle.manifest import CenterCropResize, FixedResize, MinMaxSideResize, Preprocessing
 
 Size = tuple[int, int]  # (height, width), as torchvision's image_sizes
 
@@ -42,6 +42,9 @@ def frame_geometry(original: Size, preprocessing: Preprocessing) -> FrameGeometr
         step = rule.size_divisible
         padded = (math.ceil(resized[0] / step) * step, math.ceil(resized[1] / step) * step)
         return FrameGeometry(original, resized, (0, 0, *resized), padded)
+    if isinstance(rule, FixedResize):
+        resized = (rule.height, rule.width)
+        return FrameGeometry(original, resized, (0, 0, *resized), resized)
     assert isinstance(rule, CenterCropResize)
     resized = shorter_side_size(original, rule.resize)
     crop = min(rule.crop, *resized)

@@ -46,7 +46,17 @@ class CenterCropResize(_Strict):
     crop: int = Field(gt=0)
 
 
-ResizeRule = Annotated[MinMaxSideResize | CenterCropResize, Field(discriminator="kind")]
+class FixedResize(_Strict):
+    """SSD's rule: stretch every frame to `height` × `width`, whatever its aspect (no padding).
+    Boxes map back with one scale per axis."""
+
+    kind: Literal["fixed"] = "fixed"
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+
+
+ResizeRule = Annotated[MinMaxSideResize | CenterCropResize | FixedResize,
+                       Field(discriminator="kind")]
 
 
 class Preprocessing(_Strict):
@@ -93,8 +103,11 @@ class Branch(_Strict):
     rate_lambda: float | None = None
     input_size: tuple[int, int] | None = None  # (height, width) the figures were measured at
     codec: str | None = None  # a shared.codecs.CodecId name
-    expected_bytes: float | None = None
-    device_ms: float | None = None
+    quality: int | None = Field(default=None, ge=1, le=100)  # jpeg / webp: the encoder's quality
+    expected_bytes: float | None = None  # mean wire bytes per frame
+    bytes_p95: float | None = None
+    device_ms: float | None = None  # median, preprocessing and coding included
+    device_ms_p95: float | None = None
     edge_ms: float | None = None
     accuracy: float | None = None
 

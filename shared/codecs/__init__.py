@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from shared.codecs.base import DEFAULT_LIMITS, Codec, CodecId, DecodeLimits, Payload
 from shared.codecs.factorized import FactorizedAnsCodec, FactorizedTables
-from shared.codecs.image import ImageCodec, decode_image
+from shared.codecs.image import DEFAULT_QUALITY, ImageCodec, decode_image
 from shared.codecs.quantized import Fp16ZstdCodec, Uint8ZstdCodec
 from shared.codecs.registry import (
     CODECS,
@@ -25,6 +25,7 @@ from shared.errors import CodecError
 __all__ = [
     "CODECS",
     "DEFAULT_LIMITS",
+    "DEFAULT_QUALITY",
     "IMAGE_CODECS",
     "MEDIA_TYPES",
     "Codec",

@@ -19,6 +19,7 @@ from shared.errors import CodecError, LimitExceeded
 
 # Pillow's names; the registry (shared/codecs/registry.py) reads them from here.
 FORMATS = {CodecId.JPEG: "JPEG", CodecId.WEBP: "WEBP", CodecId.PNG: "PNG"}
+DEFAULT_QUALITY = 90  # an image branch that names no quality (bundles before the field)
 _SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}  # Pillow's `subsampling` values
 
 
@@ -30,7 +31,7 @@ class ImageCodec:
     "4:4:4" (full-resolution colour: more bytes, sharper colour edges). Decoders read either."""
 
     codec_id: CodecId = CodecId.JPEG
-    quality: int = 90
+    quality: int = DEFAULT_QUALITY
     limits: DecodeLimits = DEFAULT_LIMITS
     chroma: str = "4:2:0"
 

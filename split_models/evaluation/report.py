@@ -15,8 +15,9 @@ sweep (same request framing, `EncodedImage` payload), and the local full model o
 of all codec curves), not one chosen setting.
 
 Writes report.json, report.md, rate_accuracy.png and a detection sheet of the last set's frames.
-A bundle's manifest is written only when asked (`write_manifest=True`: branch accuracies from
-the first set): an evaluation never edits a shipped artefact behind its owner's back.
+A bundle's manifest is written only when asked (`write_manifest=True`: every branch's profile —
+bytes mean and p95, device ms median and p95, edge ms, accuracy — from the first set): an
+evaluation never edits a shipped artefact behind its owner's back.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def run_report(bundles: Sequence[Path], data: Path | Sequence[Path], out: Path, 
     (out / "report.md").write_text(_markdown(report))
     _plot(per_set, out / "rate_accuracy.png")
     if write_manifest:
-        _fill_accuracy(bundles[0], per_set[sets[0].label]["rows"])
+        fill_profiles(bundles[0], per_set[sets[0].label]["rows"])
     return out / "report.md"
 
 
@@ -275,7 +276,8 @@ def _baseline_rows(root: Path, eval_set: EvalSet, qualities: Sequence[int],
             rows.append(Row(method, f"{name} q={quality}", float(np.mean(sizes)) / 1000,
                             map_, map50, top1, float(statistics.median(encode_ms)),
                             quality=quality, false_per_empty=false,
-                            extra={"kb_p95": float(np.percentile(sizes, 95)) / 1000}))
+                            extra={"kb_p95": float(np.percentile(sizes, 95)) / 1000,
+                                   "device_ms_p95": float(np.percentile(encode_ms, 95))}))
     return rows
 
 
@@ -488,23 +490,40 @@ def _plot(per_set: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def _fill_accuracy(root: Path, rows: list[Row]) -> None:
+def fill_profiles(root: Path, rows: list[Row]) -> None:
+    """Write each branch's profile measured on a test set into the bundle's manifest: bytes on
+    the wire (mean, p95), device ms (median, p95; preprocessing and coding included), edge ms and
+    accuracy (mAP@[.5:.95]). The scheduler plans with these, so they are the test split's, not
+    one frame's."""
     bundle = load_bundle(root)
-    by_width = {r.width: r.map for r in rows if r.method == "split" and r.bundle == str(root)}
-    local = next((r.map for r in rows if r.method == "local"), None)
-    codec_rows: dict[tuple[str, int], float | None] = {
-        (r.method, r.quality): r.map for r in rows if r.quality is not None}
+    split = {r.width: r for r in rows if r.method == "split" and r.bundle == str(root)}
+    local = next((r for r in rows if r.method == "local"), None)
+    # the device encodes JPEG with 4:2:0 chroma (Pillow's default): the "jpeg" rows
+    images = {(r.method, r.quality): r for r in rows if r.method in ("jpeg", "webp")}
     branches = []
     for branch in bundle.manifest.branches:
-        accuracy = branch.accuracy
-        if branch.kind == "split" and branch.width in by_width:
-            accuracy = by_width[branch.width]
-        elif branch.kind == "local" and local is not None:
-            accuracy = local
+        update: dict[str, Any] = {}
+        row: Row | None = None
+        if branch.kind == "split":
+            row = split.get(branch.width)
+        elif branch.kind == "local":
+            row = local
+        elif branch.kind in ("jpeg", "webp"):
+            quality = branch.quality or (
+                int(branch.id.rsplit("q", 1)[-1]) if "-q" in branch.id else None)
+            row = images.get((branch.kind, quality))
         elif branch.kind == "skip":
-            accuracy = 0.0
-        elif branch.kind in ("jpeg", "webp") and "-q" in branch.id:
-            quality = int(branch.id.rsplit("q", 1)[-1])
-            accuracy = codec_rows.get((branch.kind, quality), accuracy)
-        branches.append(branch.model_copy(update={"accuracy": accuracy}))
+            update["accuracy"] = 0.0
+        if row is not None:
+            update["accuracy"] = row.map
+            update["device_ms"] = row.device_ms
+            if "device_ms_p95" in row.extra:
+                update["device_ms_p95"] = row.extra["device_ms_p95"]
+            if branch.kind != "local":
+                update["expected_bytes"] = row.kb_per_frame * 1000
+                if "kb_p95" in row.extra:
+                    update["bytes_p95"] = row.extra["kb_p95"] * 1000
+            if "edge_ms" in row.extra:
+                update["edge_ms"] = row.extra["edge_ms"]
+        branches.append(branch.model_copy(update=update))
     write_manifest(root, bundle.manifest.model_copy(update={"branches": tuple(branches)}))

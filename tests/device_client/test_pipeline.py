@@ -22,7 +22,7 @@ from device_client.policy import FixedBranch
 from device_client.sources import Frame, GeneratedFrames, ShapesGenerator
 from device_client.uplink import InMemoryUplink
 from shared.bundle import Bundle, load_bundle
-from shared.codecs import CodecId
+from shared.codecs import CodecId, ImageCodec
 from shared.errors import Overloaded
 from shared.wire import pb
 from tests.device_client.bundle_factory import scene
@@ -261,6 +261,24 @@ def test_policy_branches_local_jpeg_and_skip(
 
     skip = Rig(bundle, runners, InMemoryUplink(answer_ok), branch="skip")
     assert {o["reason"] for o in skip.run(2).values()} == {"policy_skip"}
+
+
+def test_an_image_branch_encodes_at_its_own_quality(
+    bundle: Bundle, runners: tuple[HeadRunner, LocalRunner]
+) -> None:
+    """The quality is a field of the branch (jpeg-q30 ... webp-q90), not a constant in code."""
+    qualities = {b.id: b.quality for b in bundle.manifest.branches if b.kind in ("jpeg", "webp")}
+    assert qualities["jpeg-q30"] == 30 and qualities["webp-q90"] == 90
+    sent = {}
+    for branch in ("jpeg-q30", "jpeg-q90", "webp-q30"):
+        rig = Rig(bundle, runners, InMemoryUplink(answer_ok), branch=branch)
+        rig.run(2)
+        sent[branch] = [r.image for r in rig.uplink.sent]
+    frame = GeneratedFrames(scene(frames=1), pace=False).generator.frame(0)
+    expected = ImageCodec(CodecId.JPEG, 30).encode(frame).strings[0]
+    assert sent["jpeg-q30"][0].data == expected  # byte for byte what quality 30 writes
+    assert len(sent["jpeg-q30"][0].data) < len(sent["jpeg-q90"][0].data)
+    assert sent["webp-q30"][0].codec == CodecId.WEBP
 
 
 def test_a_frame_that_breaks_the_head_is_dropped_and_the_stream_goes_on(

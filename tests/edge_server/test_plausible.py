@@ -57,3 +57,20 @@ def test_shapes_follow_the_resize_rule_and_the_stride(demo) -> None:
     for impossible in ((4096, 5456), (0, 320), (241, 330), (320, 320)):
         with pytest.raises(InvalidRequest, match="preprocessing"):
             plausibility.expected_shape(branch, impossible)
+
+
+def test_a_fixed_size_bundle_takes_exactly_its_size(demo) -> None:
+    """SSDLite-style bundles stretch every frame to one size: anything else was not a head's."""
+    from shared.bundle import FixedResize
+
+    plausibility, _ = demo
+    manifest = plausibility.manifest
+    fixed = manifest.model_copy(update={"preprocessing": manifest.preprocessing.model_copy(
+        update={"resize": FixedResize(height=320, width=320)})})
+    tables = FactorizedTables.load(load_bundle(DEMO).path(manifest.entropy_file))
+    stretched = LatentPlausibility.of(fixed, tables)
+    branch = fixed.branches[3]
+    assert stretched.expected_shape(branch, (320, 320)) == (12, 40, 40)
+    for other in ((240, 320), (320, 321), (0, 320)):
+        with pytest.raises(InvalidRequest, match="exactly 320×320"):
+            stretched.expected_shape(branch, other)

@@ -131,3 +131,31 @@ def test_cli_exports_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     assert cli(["export", "--teacher", "no_such_net", "--name", "x", "--out", str(tmp_path)]) == 2
     assert "known: fasterrcnn_resnet50_fpn_v2" in capsys.readouterr().err
+
+
+def test_ssdlite_exports_and_runs_on_both_sides(tmp_path: Path) -> None:
+    """SSDLite stretches every frame to 320×320: the manifest says so (a `fixed` resize rule),
+    the device's head sees 320×320 whatever the camera's aspect, and the edge's tail and the
+    device's local model map boxes back to the original frame with one scale per axis."""
+    from device_client.local import LocalRunner
+
+    code = cli(["export", "--teacher", "ssdlite320_mobilenet_v3_large", "--name", "ssd",
+                "--out", str(tmp_path / "ssd"), "--latent-channels", "6", "--widths", "1.0",
+                "--inner-channels", "16"])
+    assert code == 0
+    bundle = load_bundle(tmp_path / "ssd")
+    resize = bundle.manifest.preprocessing.resize
+    assert (resize.kind, resize.height, resize.width) == ("fixed", 320, 320)  # type: ignore[union-attr]
+    runner = HeadRunner(bundle, threads=1)
+    image = frame(240, 320)
+    out = runner.run(image)
+    geometry = out.head_input.geometry
+    assert out.head_input.image.shape == (1, 320, 320, 3) and geometry.original == (240, 320)
+    assert out.payload is not None and out.latent is not None
+    [result] = TailRuntime.load(tmp_path / "ssd").run_latents(
+        [runner.codec.decode(out.payload)], [geometry.input_size], [geometry.original])
+    local = LocalRunner(bundle, threads=1).run(image, ("detection",))
+    for found in (result, local):
+        assert found.detections  # a random-init SSD scores every anchor: some survive
+        assert all(0 <= d.box[0] <= d.box[2] <= 320 and 0 <= d.box[1] <= d.box[3] <= 240
+                   for d in found.detections)

@@ -1,0 +1,43 @@
+"""The shipped demo bundle's manifest: the branch profiles a scheduler plans with are there, are
+the test split's (not one frame's), and agree with the files."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+
+from shared.bundle import load_bundle
+
+ROOT = Path(__file__).resolve().parents[1] / "bundles" / "demo-shapes"
+
+
+def test_every_remote_branch_has_a_measured_profile() -> None:
+    manifest = load_bundle(ROOT).manifest
+    remote = [b for b in manifest.branches if b.kind in ("split", "jpeg", "webp")]
+    assert {b.kind for b in remote} == {"split", "jpeg", "webp"}
+    for branch in remote:
+        assert branch.expected_bytes and branch.bytes_p95, branch.id
+        assert branch.bytes_p95 >= branch.expected_bytes * 0.9, branch.id  # a tail, not a typo
+        assert branch.device_ms and branch.device_ms_p95, branch.id
+        assert branch.device_ms_p95 >= branch.device_ms, branch.id
+        assert branch.accuracy is not None and 0 < branch.accuracy <= 1, branch.id
+    for branch in remote:
+        if branch.kind in ("jpeg", "webp"):
+            assert branch.id == f"{branch.kind}-q{branch.quality}"
+    # an image branch costs more bytes the higher its quality
+    for kind in ("jpeg", "webp"):
+        ladder = sorted((b.quality or 0, b.expected_bytes or 0) for b in remote if b.kind == kind)
+        assert [q for q, _ in ladder] == [30, 50, 70, 90]
+        assert all(a[1] < b[1] for a, b in pairwise(ladder))
+
+
+def test_split_branches_match_the_heads_they_run() -> None:
+    manifest = load_bundle(ROOT).manifest
+    heads = {head.width: head for head in manifest.heads}
+    for branch in manifest.branches:
+        if branch.kind == "split":
+            assert branch.width in heads
+            assert branch.latent_channels == heads[branch.width].latent_channels
+            assert branch.id == f"split-w{round((branch.width or 0) * 100):03d}"
+    local = next(b for b in manifest.branches if b.kind == "local")
+    assert local.expected_bytes == 0 and local.device_ms and local.accuracy
