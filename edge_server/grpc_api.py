@@ -30,6 +30,7 @@ from shared.wire import pb, pb_grpc
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # probes carry no token
 
+DRAIN_FLUSH_S = 0.3
 ACCEPT_LATE = "splitedge-accept-late"  # metadata: "1" answers frames computed past their deadline
 
 _Message = TypeVar("_Message", bound=ProtoMessage)
@@ -172,6 +173,12 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             while (task := await window.get()) is not None:
                 yield await task
             await reader  # surface a broken request stream as the call's error
+            if closing.done():
+                # Shutting down: give the last answers a moment on the wire before the call
+                # ends and the server closes the connection. A socket closed with the peer's
+                # frames unread is reset, and a proxy in between (HAProxy) then drops answers
+                # it had not read yet: the drain test lost the last frames that way.
+                await asyncio.sleep(DRAIN_FLUSH_S)
         finally:
             reader.cancel()
             closing.cancel()

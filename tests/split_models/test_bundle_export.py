@@ -31,7 +31,11 @@ def test_round_trip_manifest_describes_the_files(demo: Demo) -> None:
     split = [b for b in manifest.branches if b.kind == "split"]
     assert [b.latent_channels for b in split] == [3, 6, 9, 12]
     assert all(b.expected_bytes and b.device_ms and b.edge_ms for b in split)
-    assert {b.kind for b in manifest.branches} == {"split", "local", "jpeg", "skip"}
+    assert {b.kind for b in manifest.branches} == {"split", "local", "jpeg", "webp", "skip"}
+    images = [(b.id, b.quality) for b in manifest.branches if b.kind in ("jpeg", "webp")]
+    assert images == [(f"{kind}-q{q}", q) for kind in ("jpeg", "webp") for q in (30, 50, 70, 90)]
+    assert all(b.expected_bytes and b.device_ms for b in manifest.branches
+               if b.kind in ("jpeg", "webp"))
     on_disk = [p.name for p in demo.root.iterdir() if p.name != "manifest.json"]
     assert sorted(manifest.files) == sorted(on_disk)
 
