@@ -26,8 +26,8 @@ from device_client.metrics import DeviceMetrics
 from device_client.outcomes import NO_RESULTS, FrameJob, OutcomeKind
 from device_client.policy import BranchPolicy
 from device_client.tracker import BoxTracker
-from shared.bundle import Manifest, Task
-from shared.codecs import DEFAULT_QUALITY, codec_spec, make_codec
+from shared.bundle import Branch, Manifest, Task
+from shared.codecs import DEFAULT_QUALITY, Codec, CodecId, codec_spec, make_codec
 from shared.messages import FrameRequest, infer_request
 from shared.results import Results
 from shared.wire import pb
@@ -86,13 +86,12 @@ class Stages:
         self.tasks: tuple[Task, ...] = tuple(config.tasks)
         self.stream_id = stream_id
         self._deadline_ns = int(edge.sla_ms * 1e6)
-        # One encoder per (codec, quality) the bundle's image branches name, built once; a
-        # branch without a quality (bundles before the field) encodes at DEFAULT_QUALITY.
-        self._image_codecs = {
-            (codec_spec(b.codec or b.kind).id, b.quality or DEFAULT_QUALITY):
-                make_codec(codec_spec(b.codec or b.kind).id, quality=b.quality or DEFAULT_QUALITY)
-            for b in manifest.branches if b.kind in ("jpeg", "webp")
-        }
+        # One encoder per image branch, built once (policies pick only the manifest's branches).
+        self._image_codecs: dict[str, Codec] = {}
+        for branch in manifest.branches:
+            if branch.kind in ("jpeg", "webp"):
+                codec, quality = _image_setting(branch)
+                self._image_codecs[branch.id] = make_codec(codec, quality=quality)
 
     def run(self, job: FrameJob) -> Step:
         frame, prefilter = job.frame, self.config.prefilter
@@ -144,12 +143,8 @@ class Stages:
                 return Finish("prefiltered")
             return Send(infer_request(about, latent=out.payload, input_size=geometry.input_size))
         # jpeg / webp: the whole frame
-        key = (codec_spec(branch.codec or branch.kind).id, branch.quality or DEFAULT_QUALITY)
-        encoder = self._image_codecs.get(key)
-        if encoder is None:  # a branch the manifest did not list (a config naming one): once
-            encoder = self._image_codecs[key] = make_codec(key[0], quality=key[1])
         started = time.perf_counter()
-        image = encoder.encode(frame.image)
+        image = self._image_codecs[branch.id].encode(frame.image)
         job.timings_ms["encode"] = (time.perf_counter() - started) * 1e3
         return Send(infer_request(about, image=image))
 
@@ -161,3 +156,9 @@ class Stages:
         boxes = self.tracker.track(job.frame.frame_id) or ()
         job.timings_ms["track"] = (time.perf_counter() - started) * 1e3
         return Finish("tracked", None, Results(detections=boxes))
+
+
+def _image_setting(branch: Branch) -> tuple[CodecId, int]:
+    """An image branch's codec and quality; bundles from before the quality field encode at
+    DEFAULT_QUALITY."""
+    return codec_spec(branch.codec or branch.kind).id, branch.quality or DEFAULT_QUALITY

@@ -81,8 +81,9 @@ class _Canvas:
         if sprite.shadow:
             offset = max(2, size // 12)
             shadow = np.zeros_like(alpha[:, :, 0])
-            shadow[offset:, offset:] = alpha[:-offset, :-offset, 0] if offset < shadow.shape[0] \
-                and offset < shadow.shape[1] else 0
+            height, width = shadow.shape
+            if offset < height and offset < width:  # the visible part, shifted down and right
+                shadow[offset:, offset:] = alpha[: height - offset, : width - offset, 0]
             shadow = cv2.GaussianBlur(shadow, (0, 0), max(1.0, size / 25))
             region *= 1 - 0.45 * shadow[:, :, None]
         # An object the colour of what is behind it is invisible to anyone: flip it instead.

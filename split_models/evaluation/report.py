@@ -374,17 +374,6 @@ def _generalization(per_set: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def rewrite(out: Path) -> Path:
-    """report.md (and the summaries in report.json) again from report.json's rows: after a change
-    to the summary or the layout, without running the models again."""
-    report = json.loads((out / "report.json").read_text())
-    for entry in report["sets"].values():
-        entry["summary"] = _summary([Row(**r) for r in entry["rows"]], entry["prefilter"])
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(_markdown(report))
-    return out / "report.md"
-
-
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
