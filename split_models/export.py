@@ -4,10 +4,11 @@
 
 writes one head ONNX per width (uint8 NHWC in; latent and prefilter score out), `prefilter.onnx`
 (stem + prefilter, for gating), `entropy.npz` (the prior's tables, shared by every width as a
-channel prefix), `tail.pt` (spec + weights to rebuild the tails and the teachers), the teachers as
-`local*.onnx`, and `manifest.json` with every file's sha256. Branch figures are measured here on
-a sample frame on *this* machine (device_ms, edge_ms, expected_bytes); a profiling run on the
-device overwrites them; accuracy stays None until an evaluation command fills it.
+channel prefix), `tail.pt` (spec + weights to rebuild the tails and the teachers), the device's
+own models as `local*.onnx` (small models trained apart, or the teachers themselves), and
+`manifest.json` with every file's sha256. Branch figures are measured here on a sample frame on
+*this* machine (device_ms, edge_ms, expected_bytes, multiply-adds each side); a profiling run on
+the device overwrites them; accuracy stays None until an evaluation command fills it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from device_client.head import HeadRunner
 from device_client.local import LocalRunner
@@ -45,8 +47,9 @@ from shared.bundle import (
 )
 from shared.bundle.manifest import SCHEMA_VERSION, FileDigest, split_branch_id
 from shared.codecs import Codec, CodecId, make_codec
+from shared.errors import TeacherError
 from split_models.entropy import export_tables
-from split_models.runtime import TAIL_FORMAT
+from split_models.runtime import TAIL_FORMAT, TailRuntime
 from split_models.split import SplitModel
 from split_models.teachers import categories, teacher_spec
 
@@ -70,9 +73,13 @@ def export_bundle(
     prefilter_threshold: float = 0.0,
     sample: npt.NDArray[np.uint8] | None = None,
     repeats: int = 5,
+    local: dict[str, tuple[str, nn.Module]] | None = None,
+    label_tasks: tuple[str, ...] = (),
 ) -> Path:
     """Write the bundle and return its directory. `sample` (HxWx3 uint8 RGB) is the frame the
-    branch figures are measured on (default: a mid-grey 480x640 frame)."""
+    branch figures are measured on (default: a mid-grey 480x640 frame). `local`: the device's own
+    models per task (default: the teachers themselves). `label_tasks`: tasks whose tail learnt
+from labels, with no trained teacher: the edge answers their full frames through the head."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     student = student.eval()
@@ -86,8 +93,15 @@ def export_bundle(
     _export_onnx(_Gate(student), (example,), out / "prefilter.onnx", ["image"], ["prefilter_score"])
     files.append("prefilter.onnx")
     export_tables(student.prior.entropy_bottleneck).save(out / "entropy.npz")
-    save_tail(student, teachers, out / "tail.pt")
-    local_files = export_local(teachers, sample, example, out)
+    save_tail(student, teachers, out / "tail.pt", label_tasks)
+    local_models = local if local is not None else teachers
+    for task, (local_name, model) in local_models.items():
+        teacher_name, teacher = teachers[task]
+        if _num_classes(local_name, model) != _num_classes(teacher_name, teacher):
+            raise TeacherError(f"the local {task} model {local_name} has "
+                               f"{_num_classes(local_name, model)} classes, its teacher "
+                               f"{_num_classes(teacher_name, teacher)}")
+    local_files = export_local(local_models, sample, example, out)
     files += ["entropy.npz", "tail.pt", *local_files.values()]
 
     config = student.config
@@ -117,7 +131,7 @@ def export_bundle(
         files={f: _PLACEHOLDER for f in files},
     )
     write_manifest(out, manifest)
-    branches = measure_branches(student, out, sample, repeats)
+    branches = measure_branches(student, out, sample, repeats, teachers, local_models)
     write_manifest(out, manifest.model_copy(update={"branches": branches}))
     return out
 
@@ -148,7 +162,10 @@ def preprocessing_for(name: str, teacher: nn.Module, student: SplitModel) -> Pre
 
 
 def save_tail(
-    student: SplitModel, teachers: dict[str, tuple[str, nn.Module]], path: Path
+    student: SplitModel,
+    teachers: dict[str, tuple[str, nn.Module]],
+    path: Path,
+    label_tasks: tuple[str, ...] = (),
 ) -> None:
     """Spec + weights: `runtime.TailRuntime` rebuilds teachers by name, then the student."""
     torch.save(
@@ -161,6 +178,7 @@ def save_tail(
             },
             "teacher_weights": {task: t.state_dict() for task, (_, t) in teachers.items()},
             "student": student.state_dict(),
+            "label_tasks": list(label_tasks),
         },
         path,
     )
@@ -216,10 +234,24 @@ def image_branches(sample: npt.NDArray[np.uint8], repeats: int = 3) -> list[Bran
 
 
 def measure_branches(
-    student: SplitModel, root: Path, sample: npt.NDArray[np.uint8], repeats: int
+    student: SplitModel,
+    root: Path,
+    sample: npt.NDArray[np.uint8],
+    repeats: int,
+    teachers: dict[str, tuple[str, nn.Module]],
+    local_models: dict[str, tuple[str, nn.Module]],
 ) -> tuple[Branch, ...]:
-    """Figures on `sample`, on this machine: the median of `repeats` runs."""
+    """Figures on `sample`, on this machine: the median of `repeats` runs; multiply-adds counted
+    by torch on the same frame."""
     bundle = load_bundle(root)
+    frame = torch.from_numpy(sample)
+    # a full frame offloaded runs the teachers on the edge (a label-trained task: the head and its
+    # tail, counted below); `local` runs its models on the device
+    label_tasks = set(TailRuntime.from_bundle(bundle).label_tasks)
+    teacher_macs = sum(count_macs(_whole(task, t), frame)
+                       for task, (_, t) in teachers.items() if task not in label_tasks)
+    local_macs = sum(count_macs(_whole(task, m), frame)
+                     for task, (_, m) in local_models.items())
     runner = HeadRunner(bundle)
     head_input = runner.preprocess(sample)
     size = head_input.geometry.input_size
@@ -238,20 +270,33 @@ def measure_branches(
                 for tail in student.tails.values():
                     tail(latent_hat, *sizes)
 
+        student.set_width(width)
+        try:
+            head_macs = count_macs(student.head, torch.from_numpy(head_input.image))
+        finally:
+            student.set_width(max(runner.widths))
         branches.append(Branch(
             id=split_branch_id(width), kind="split", width=width,
             latent_channels=int(latent.shape[0]), input_size=size,
             codec=CodecId.FACTORIZED_ANS.name, expected_bytes=float(payload.nbytes),
             device_ms=device_ms, edge_ms=_median_ms(tails, repeats),
+            device_macs=head_macs, edge_macs=count_macs(tails),
         ))
+    if label_tasks:
+        head_input_tensor = torch.from_numpy(head_input.image)
+        with torch.no_grad():
+            full_latent = student.prior.quantize(student.head(head_input_tensor)[0])
+        teacher_macs += count_macs(student.head, head_input_tensor) + sum(
+            count_macs(student.tails[t], full_latent, *tail_sizes) for t in label_tasks)
     local = LocalRunner(bundle)
     if "detection" in local.sessions:
         local_ms = _median_ms(lambda: local.detect(sample), repeats)
     else:
         local_ms = _median_ms(lambda: local.classify(sample), repeats)
     branches.append(Branch(id="local", kind="local", device_ms=local_ms, edge_ms=0.0,
-                           expected_bytes=0.0))
-    branches += image_branches(sample, repeats)
+                           expected_bytes=0.0, device_macs=local_macs, edge_macs=0))
+    branches += [b.model_copy(update={"edge_macs": teacher_macs})
+                 for b in image_branches(sample, repeats)]
     branches.append(Branch(id="skip", kind="skip", expected_bytes=0.0, device_ms=0.0,
                            edge_ms=0.0))
     return tuple(branches)
@@ -357,6 +402,21 @@ def _quiet_export() -> Iterator[None]:
 
 def _example_input(sample: npt.NDArray[np.uint8], preprocessing: Preprocessing) -> torch.Tensor:
     return torch.from_numpy(Preprocessor(preprocessing)(sample).image)
+
+
+def count_macs(run: Callable[..., object], *args: Any) -> int:
+    """Multiply-adds of one call, as torch's flop counter sees it (2 flops = 1 MAC)."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        run(*args)
+    return int(counter.get_total_flops() // 2)
+
+
+def _whole(task: str, model: nn.Module) -> Callable[[torch.Tensor], object]:
+    """A teacher or local model on one uint8 HWC frame, as its ONNX export runs it."""
+    if task == "detection":
+        return _LocalDetector(model)
+    return lambda frame: model(frame.permute(2, 0, 1)[None].float() / 255.0)
 
 
 def _median_ms(run: Callable[[], object], repeats: int) -> float:

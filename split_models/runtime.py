@@ -55,6 +55,9 @@ class TailRuntime:
         self.teachers = teachers
         self.tasks: tuple[Task, ...] = bundle.manifest.tasks
         self.top_k = top_k
+        # Tasks whose tail learnt from labels, with no trained teacher behind it: a full frame
+        # is answered by the student's own head and that tail (the split path, run here).
+        self.label_tasks: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, root: Path | str, top_k: int = 5) -> TailRuntime:
@@ -80,7 +83,9 @@ class TailRuntime:
         student.load_state_dict(saved["student"])
         if student.config.latent_channels != bundle.manifest.latent.channels:
             raise BundleError(f"{path} does not match the manifest's latent channels")
-        return cls(bundle, student.eval(), {t: m for t, (_, m) in teachers.items()}, top_k)
+        runtime = cls(bundle, student.eval(), {t: m for t, (_, m) in teachers.items()}, top_k)
+        runtime.label_tasks = tuple(saved.get("label_tasks", ()))
+        return runtime
 
     def run_latents(
         self,
@@ -121,11 +126,32 @@ class TailRuntime:
             if "detection" in tasks:  # torchvision's own transform: normalize, resize, pad
                 detector = self.teachers["detection"]
                 outputs["detection"] = detector([t.float() / 255 for t in tensors])
-            if "classification" in tasks:
+            if "classification" in tasks and "classification" in self.label_tasks:
+                outputs["classification"] = torch.cat(
+                    [self._through_head("classification", t) for t in tensors])
+            elif "classification" in tasks:
                 outputs["classification"] = torch.cat(
                     [self.teachers["classification"](self._classifier_input(t)) for t in tensors]
                 )
         return [self._result(outputs, i) for i in range(len(images))]
+
+    def _through_head(self, task: str, image: torch.Tensor) -> torch.Tensor:
+        """`task`'s tail on the student's own head at full width: the manifest's resize, crop and
+        padding (as the device's preprocessor), the head, the quantized latent, the tail."""
+        spec = self.bundle.manifest.preprocessing
+        geometry = frame_geometry((image.shape[1], image.shape[2]), spec)
+        x = image[None].float()
+        if geometry.resized != geometry.original:
+            x = F.interpolate(x, size=geometry.resized, mode="bilinear", align_corners=False)
+        top, left, height, width = geometry.crop
+        padded = torch.tensor(spec.pad_value, dtype=torch.float32).view(1, 3, 1, 1).expand(
+            1, 3, *geometry.padded).clone()
+        padded[:, :, :height, :width] = x[:, :, top : top + height, left : left + width]
+        head_input = padded.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        latent = self.student.prior.quantize(self.student.head(head_input)[0])
+        out: torch.Tensor = self.student.tails[task](
+            latent, [geometry.input_size], [geometry.original])
+        return out
 
     def _classifier_input(self, image: torch.Tensor) -> torch.Tensor:
         """The manifest's resize and crop, then ImageNet normalization (as the local graph)."""

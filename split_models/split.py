@@ -70,7 +70,10 @@ class SplitPoint:
 
 
 class Prefilter(nn.Module):
-    """P(frame holds an object of interest) from the stem output (hnd-ghnd's neural filter)."""
+    """P(frame holds an object of interest) from the stem output (hnd-ghnd's neural filter).
+
+    A logit per location, then the maximum: "is there an object anywhere". A global average (as
+    hnd-ghnd pools) lets one small object drown in a busy frame's mean."""
 
     def __init__(self, in_channels: int, channels: int) -> None:
         super().__init__()
@@ -81,13 +84,12 @@ class Prefilter(nn.Module):
             nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(channels, 1),
+            nn.Conv2d(channels, 1, 1),
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.layers(features)).squeeze(1)
+        logits = self.layers(features).flatten(1)
+        return torch.sigmoid(logits.amax(dim=1))
 
 
 class Head(nn.Module):

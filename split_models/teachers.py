@@ -23,7 +23,7 @@ from torchvision.models import WeightsEnum
 from torchvision.models import detection as tvd
 
 from shared.errors import TeacherError
-from split_models.tiny import TinyResNet, tiny_fasterrcnn
+from split_models.tiny import TinyResNet, frame_classifier, small_fasterrcnn, tiny_fasterrcnn
 
 Task = Literal["detection", "classification"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -104,8 +104,16 @@ TEACHERS: dict[str, TeacherSpec] = {
             "backbone.body", "layer1",
         ),
         TeacherSpec(
+            "small_fasterrcnn", "detection", _tiny(small_fasterrcnn, 4), None,
+            "backbone.body", "layer1",
+        ),
+        TeacherSpec(
             "tiny_resnet", "classification", _tiny(TinyResNet, 10), None, "", "layer1",
             resize=72, crop=64,
+        ),
+        TeacherSpec(
+            "frame_classifier", "classification", _tiny(frame_classifier, 6), None, "",
+            "layer1", resize=72, crop=64,
         ),
     )
 }

@@ -16,12 +16,29 @@ from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.models.resnet import BasicBlock, ResNet
 
 TINY_WIDTHS = (16, 32, 64, 128)
+SMALL_WIDTHS = (8, 16, 32, 64)
+
+
+def frame_classifier(num_classes: int = 6) -> TinyResNet:
+    """A TinyResNet that max-pools: the frame-label classifier the demo trains on the latent."""
+    return TinyResNet(num_classes, pool="max")
+
+
+def small_fasterrcnn(num_classes: int = 4, min_size: int = 180, max_size: int = 240) -> FasterRCNN:
+    """The device's own detector: half the tiny teacher's channels at 3/4 of its input side,
+    about 1/5 of its multiply-adds (benchmarks/heads.py measures both)."""
+    return tiny_fasterrcnn(num_classes, min_size, max_size, SMALL_WIDTHS, 16, 64)
 
 
 class TinyResNet(ResNet):  # type: ignore[misc]  # torchvision ships no types
     """A ResNet-10 with `widths` channels per stage; torchvision's forward and attribute names."""
 
-    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int, int] = TINY_WIDTHS):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        widths: tuple[int, int, int, int] = TINY_WIDTHS,
+        pool: str = "avg",
+    ):
         nn.Module.__init__(self)  # ResNet.__init__ hard-codes 64..512 channels
         self._norm_layer = nn.BatchNorm2d
         self.inplanes, self.dilation, self.groups, self.base_width = widths[0], 1, 1, 64
@@ -33,22 +50,32 @@ class TinyResNet(ResNet):  # type: ignore[misc]  # torchvision ships no types
         self.layer2 = self._make_layer(BasicBlock, widths[1], 1, stride=2)
         self.layer3 = self._make_layer(BasicBlock, widths[2], 1, stride=2)
         self.layer4 = self._make_layer(BasicBlock, widths[3], 1, stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        # "max": the strongest response anywhere, for labels one object decides (a frame's
+        # largest object), which a mean over a mostly empty frame dilutes
+        self.avgpool = nn.AdaptiveMaxPool2d((1, 1)) if pool == "max" else nn.AdaptiveAvgPool2d(
+            (1, 1))
         self.fc = nn.Linear(widths[3], num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 
-def tiny_fasterrcnn(num_classes: int = 4, min_size: int = 320, max_size: int = 512) -> FasterRCNN:
-    """torchvision's Faster R-CNN on a TinyResNet + 32-channel FPN; ~1 M parameters."""
-    body = TinyResNet(widths=TINY_WIDTHS)
+def tiny_fasterrcnn(
+    num_classes: int = 4,
+    min_size: int = 320,
+    max_size: int = 512,
+    widths: tuple[int, int, int, int] = TINY_WIDTHS,
+    fpn_channels: int = 32,
+    representation: int = 128,
+) -> FasterRCNN:
+    """torchvision's Faster R-CNN on a TinyResNet + narrow FPN; ~0.6 M parameters as defaulted
+    (the edge teacher), ~0.15 M at `SMALL_WIDTHS` (the device's own model)."""
+    body = TinyResNet(widths=widths)
     del body.avgpool, body.fc  # IntermediateLayerGetter stops at layer4 anyway; keep it lean
-    fpn_channels = 32
     backbone = BackboneWithFPN(
         body,
         return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-        in_channels_list=list(TINY_WIDTHS),
+        in_channels_list=list(widths),
         out_channels=fpn_channels,
     )
     anchors = AnchorGenerator(
@@ -62,7 +89,7 @@ def tiny_fasterrcnn(num_classes: int = 4, min_size: int = 320, max_size: int = 5
         rpn_anchor_generator=anchors,
         rpn_pre_nms_top_n_test=200,
         rpn_post_nms_top_n_test=100,
-        box_head=TwoMLPHead(fpn_channels * 7 * 7, 128),
-        box_predictor=FastRCNNPredictor(128, num_classes),
+        box_head=TwoMLPHead(fpn_channels * 7 * 7, representation),
+        box_predictor=FastRCNNPredictor(representation, num_classes),
         box_detections_per_img=50,
     )

@@ -30,7 +30,8 @@ def make_clip(folder: Path, frames: int, seed: int) -> list[Path]:
     """Frames as PNG files: objects, then an empty stretch (nothing to send), then objects."""
     from PIL import Image
 
-    from split_models.data.synthetic import generate_video
+    from device_client.scenes.render import MovingScene
+    from split_models.data.synthetic import DEFAULT_SCENE, generate_video
 
     folder.mkdir(parents=True, exist_ok=True)
     empty = max(2, frames // 5)
@@ -41,15 +42,26 @@ def make_clip(folder: Path, frames: int, seed: int) -> list[Path]:
         (busy - busy // 2, 3),
     ]
     paths: list[Path] = []
+
+    def save(frame: np.ndarray[Any, Any]) -> None:
+        path = folder / f"{len(paths):06d}.png"
+        Image.fromarray(frame).save(path)
+        paths.append(path)
+
     for index, (count, objects) in enumerate(parts):
+        if objects == 0:
+            # the same camera with every object gone: a photo background of another part could
+            # hold a face (scikit-image's cameraman), which a face detector rightly reports
+            scene = MovingScene(seed, DEFAULT_SCENE, 3)
+            for t in range(count):
+                save(scene.frame(busy // 2 + t, with_objects=False).image)
+            continue
         clip = generate_video(
             folder / f"part{index}.npz", seed=seed + index, frames=count, objects=objects
         )
         with np.load(clip.with_suffix(".npz")) as data:
             for frame in data["frames"]:
-                path = folder / f"{len(paths):06d}.png"
-                Image.fromarray(frame).save(path)
-                paths.append(path)
+                save(frame)
         clip.with_suffix(".npz").unlink()
     return paths
 
@@ -123,9 +135,12 @@ def describe(record: dict[str, Any]) -> str:
         if name in stages
     )
     kind = record["kind"] if not record.get("reason") else f"{record['kind']}:{record['reason']}"
+    # the frame classifier's top-1, from the same upload as the detections
+    top = record.get("classifications") or []
+    label = f"{top[0]['label']} {top[0]['score']:.2f}" if top else "-"
     return (
         f"#{record['frame_id']:<3d} {kind:<11s} {record.get('branch') or '-':<10s} "
-        f"{record['bytes_sent']:>6d}B {objects:<20s} ms {timing}"
+        f"{record['bytes_sent']:>6d}B {objects:<20s} cls {label:<13s} ms {timing}"
     )
 
 

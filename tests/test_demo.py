@@ -27,3 +27,8 @@ def test_short_demo_accounts_for_every_frame(tmp_path: Path) -> None:
     assert Path(summary["annotated"]).is_file()
     lines = [line for line in result.stdout.splitlines() if line.startswith("#")]
     assert len(lines) == 24  # one printed line per frame
+    # both answers from one upload: every frame the edge answered carries the frame class too
+    records = [json.loads(line) for line in (tmp_path / "outcomes.jsonl").read_text().splitlines()]
+    answered = [r for r in records if r["kind"] == "edge"]
+    assert answered and all(r["classifications"] and r["detections"] is not None
+                            for r in answered)

@@ -16,8 +16,9 @@ def test_every_remote_branch_has_a_measured_profile() -> None:
     remote = [b for b in manifest.branches if b.kind in ("split", "jpeg", "webp")]
     assert {b.kind for b in remote} == {"split", "jpeg", "webp"}
     for branch in remote:
-        assert branch.expected_bytes and branch.bytes_p95, branch.id
+        assert branch.expected_bytes and branch.bytes_p50 and branch.bytes_p95, branch.id
         assert branch.bytes_p95 >= branch.expected_bytes * 0.9, branch.id  # a tail, not a typo
+        assert branch.bytes_p95 >= branch.bytes_p50, branch.id
         assert branch.device_ms and branch.device_ms_p95, branch.id
         assert branch.device_ms_p95 >= branch.device_ms, branch.id
         assert branch.accuracy is not None and 0 < branch.accuracy <= 1, branch.id
@@ -41,3 +42,27 @@ def test_split_branches_match_the_heads_they_run() -> None:
             assert branch.id == f"split-w{round((branch.width or 0) * 100):03d}"
     local = next(b for b in manifest.branches if b.kind == "local")
     assert local.expected_bytes == 0 and local.device_ms and local.accuracy
+
+
+def test_the_widths_are_a_bandwidth_knob() -> None:
+    # each width is its own rate point: bytes strictly grow with width, and the narrowest sends
+    # at most half of what the widest does
+    manifest = load_bundle(ROOT).manifest
+    split = sorted((b.width or 0, b) for b in manifest.branches if b.kind == "split")
+    sizes = [b.expected_bytes or 0 for _, b in split]
+    assert all(a < b for a, b in pairwise(sizes)), sizes
+    assert sizes[0] <= 0.5 * sizes[-1], sizes
+    assert all(a.device_macs and b.device_macs and a.device_macs < b.device_macs
+               for (_, a), (_, b) in pairwise(split))
+
+
+def test_the_local_model_is_small_and_the_edge_answers_both_tasks() -> None:
+    manifest = load_bundle(ROOT).manifest
+    branches = {b.id: b for b in manifest.branches}
+    local, full_frame = branches["local"], branches["jpeg-q90"]
+    assert local.device_macs and full_frame.edge_macs
+    # the edge's teachers (detection at least) cost five times the device's own model
+    assert local.device_macs * 5 <= full_frame.edge_macs
+    assert set(manifest.tasks) == {"detection", "classification"}
+    assert set(manifest.local_files) == {"detection"}
+    assert manifest.classes["classification"][0] == "none"

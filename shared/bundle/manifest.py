@@ -105,10 +105,14 @@ class Branch(_Strict):
     codec: str | None = None  # a shared.codecs.CodecId name
     quality: int | None = Field(default=None, ge=1, le=100)  # jpeg / webp: the encoder's quality
     expected_bytes: float | None = None  # mean wire bytes per frame
+    bytes_p50: float | None = None
     bytes_p95: float | None = None
     device_ms: float | None = None  # median, preprocessing and coding included
     device_ms_p95: float | None = None
     edge_ms: float | None = None
+    # multiply-adds per frame at `input_size`: what the branch costs each side, whatever its CPU
+    device_macs: int | None = Field(default=None, ge=0)
+    edge_macs: int | None = Field(default=None, ge=0)
     accuracy: float | None = None
 
 

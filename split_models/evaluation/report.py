@@ -37,6 +37,7 @@ from rich.progress import Progress
 from device_client.head import HeadRunner
 from device_client.local import LocalRunner
 from shared.bundle import load_bundle, write_manifest
+from shared.bundle.manifest import split_branch_id
 from shared.codecs import CodecId, ImageCodec
 from shared.messages import FrameRequest, infer_request, wire_bytes
 from shared.results import Results
@@ -145,9 +146,13 @@ def run_report(bundles: Sequence[Path], data: Path | Sequence[Path], out: Path, 
                                     sheet if number == 0 else None)
             rows += _baseline_rows(bundles[0], eval_set, qualities, progress)
             rows.append(_local_row(bundles[0], eval_set))
+            labels = eval_set.scorer.labels
+            # a classifier that always answers the most common frame label scores this
+            chance = max(labels.count(k) for k in set(labels)) / len(labels) if labels else None
             per_set[eval_set.label] = {"data": str(eval_set.path), "frames": len(eval_set.frames),
                                        "rows": rows, "prefilter": prefilter,
-                                       "summary": _summary(rows, prefilter)}
+                                       "summary": {**_summary(rows, prefilter),
+                                                   "label_chance": chance}}
             if index == len(sets) - 1 and sheet:
                 classes = load_bundle(bundles[0]).manifest.classes.get("detection", ())
                 detection_sheet(eval_set.frames[:sheet_frames], sheet[:sheet_frames], classes,
@@ -175,13 +180,14 @@ def _split_rows(root: Path, eval_set: EvalSet, progress: Progress,
     runner = HeadRunner(bundle, threads=1)
     runtime = TailRuntime.load(root)
     images, scorer = eval_set.frames, eval_set.scorer
-    rate = next((b.rate_lambda for b in manifest.branches if b.kind == "split"), None)
+    rates = {b.width: b.rate_lambda for b in manifest.branches if b.kind == "split"}
     rows = []
     task = progress.add_task(f"{eval_set.label}: {manifest.name} split",
                              total=len(images) * len(runner.widths))
     for width in runner.widths:
         runner.set_width(width)
-        branch = f"split-w{round(width * 100):03d}"
+        rate = rates.get(width)
+        branch = split_branch_id(width)
         results: list[Results] = []
         sizes, device_ms, edge_ms, payload_bytes = [], [], [], []
         for start in range(0, len(images), _CHUNK):
@@ -267,17 +273,22 @@ def _baseline_rows(root: Path, eval_set: EvalSet, qualities: Sequence[int],
                     image=payload)
                 sizes.append(wire_bytes(request))
                 decoded.append(codec.decode(payload))
-            results = []
+            results, edge_ms = [], []
             for start in range(0, len(decoded), _CHUNK):
-                results += runtime.run_images(decoded[start : start + _CHUNK])
+                started = time.perf_counter()
+                chunk = runtime.run_images(decoded[start : start + _CHUNK])
+                edge_ms.append((time.perf_counter() - started) * 1e3 / len(chunk))
+                results += chunk
                 progress.advance(task, min(_CHUNK, len(decoded) - start))
             map_, map50, top1, false = scorer.score(results)
             name = "jpeg 4:4:4" if method == "jpeg444" else method
             rows.append(Row(method, f"{name} q={quality}", float(np.mean(sizes)) / 1000,
                             map_, map50, top1, float(statistics.median(encode_ms)),
                             quality=quality, false_per_empty=false,
-                            extra={"kb_p95": float(np.percentile(sizes, 95)) / 1000,
-                                   "device_ms_p95": float(np.percentile(encode_ms, 95))}))
+                            extra={"kb_p50": float(np.percentile(sizes, 50)) / 1000,
+                                   "kb_p95": float(np.percentile(sizes, 95)) / 1000,
+                                   "device_ms_p95": float(np.percentile(encode_ms, 95)),
+                                   "edge_ms": float(statistics.median(edge_ms))}))
     return rows
 
 
@@ -432,6 +443,8 @@ def _markdown(report: dict[str, Any]) -> str:
                           f"frames skipped {prefilter['skip_share']:.3f}, empty frames skipped "
                           f"{prefilter['empty_skipped']:.3f} (empty share "
                           f"{prefilter['empty_share']:.3f})."]
+    lines += _profiles(labels[0], rows_by_set[labels[0]],
+                       sets[labels[0]]["summary"].get("label_chance"))
     if report["generalization"]:
         lines += ["", "## Generalization: later set ÷ first set", "",
                   "| set | method | setting | mAP first | mAP | ratio | FD/empty first "
@@ -442,6 +455,26 @@ def _markdown(report: dict[str, Any]) -> str:
                          f"{_fmt(g['map_first'])} | {_fmt(g['map'])} | {_fmt(g['ratio'], 2)} | "
                          f"{_fmt(g['false_first'], 2)} | {_fmt(g['false'], 2)} |")
     return "\n".join(lines) + "\n"
+
+
+def _profiles(label: str, rows: list[Row], chance: float | None) -> list[str]:
+    """The branch profiles a scheduler plans with, as `--write-manifest` stores them; the frame
+    classifier's top-1 where the bundle classifies (its chance: the most common frame label)."""
+    lines = ["", f"## Branch profiles on {label}", "",
+             f"cls top-1: the frame label (the largest object's class, or none); always answering "
+             f"the most common label scores {_fmt(chance)}.", "",
+             "| method | setting | KB mean | KB p50 | KB p95 | device ms p50 | device ms p95 | "
+             "edge ms | mAP | cls top-1 |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        if row.method not in ("split", "local", "jpeg", "webp"):
+            continue
+        extra = row.extra
+        lines.append(
+            f"| {row.method} | {row.setting} | {_fmt(row.kb_per_frame)} | "
+            f"{_fmt(extra.get('kb_p50'))} | {_fmt(extra.get('kb_p95'))} | "
+            f"{_fmt(row.device_ms, 1)} | {_fmt(extra.get('device_ms_p95'), 1)} | "
+            f"{_fmt(extra.get('edge_ms'), 1)} | {_fmt(row.map)} | {_fmt(row.top1)} |")
+    return lines
 
 
 def _plot(per_set: dict[str, Any], path: Path) -> None:
@@ -481,9 +514,9 @@ def _plot(per_set: dict[str, Any], path: Path) -> None:
 
 def fill_profiles(root: Path, rows: list[Row]) -> None:
     """Write each branch's profile measured on a test set into the bundle's manifest: bytes on
-    the wire (mean, p95), device ms (median, p95; preprocessing and coding included), edge ms and
-    accuracy (mAP@[.5:.95]). The scheduler plans with these, so they are the test split's, not
-    one frame's."""
+    the wire (mean, p50, p95), device ms (median, p95; preprocessing and coding included), edge
+    ms and accuracy (mAP@[.5:.95]). The scheduler plans with these, so they are the test split's,
+    not one frame's."""
     bundle = load_bundle(root)
     split = {r.width: r for r in rows if r.method == "split" and r.bundle == str(root)}
     local = next((r for r in rows if r.method == "local"), None)
@@ -510,8 +543,9 @@ def fill_profiles(root: Path, rows: list[Row]) -> None:
                 update["device_ms_p95"] = row.extra["device_ms_p95"]
             if branch.kind != "local":
                 update["expected_bytes"] = row.kb_per_frame * 1000
-                if "kb_p95" in row.extra:
-                    update["bytes_p95"] = row.extra["kb_p95"] * 1000
+                for key, field in (("kb_p50", "bytes_p50"), ("kb_p95", "bytes_p95")):
+                    if key in row.extra:
+                        update[field] = row.extra[key] * 1000
             if "edge_ms" in row.extra:
                 update["edge_ms"] = row.extra["edge_ms"]
         branches.append(branch.model_copy(update=update))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from shared.errors import ConfigError
@@ -71,6 +71,9 @@ class Data:
     # colour jitter, channel swaps and greyscale on top of what the generator varies (a camera
     # the generator did not imagine still has a gain, a white balance and a colour order)
     photometric: bool = True
+    # then, on half the frames, this many of RandAugment's colour operations (hue, posterize,
+    # solarize, blur, sharpness, gamma, invert, equalize, autocontrast); 0: none
+    colour_ops: int = Field(default=0, ge=0, le=4)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -96,7 +99,10 @@ class StudentTraining:
     teachers: dict[str, TeacherRef]  # task -> teacher; the first gives the head
     method: Literal["hnd", "ghnd", "entropic"] = "entropic"
     split: SplitConfig = field(default_factory=SplitConfig)
-    rate_lambda: float = 0.01  # entropic: weight of bits per pixel
+    # entropic: weight of bits per pixel. One value per width (smallest width first) makes each
+    # width its own rate point: a narrow width pays more per bit, so it sends fewer bytes and the
+    # widths become the scheduler's bandwidth knob.
+    rate_lambda: float | tuple[float, ...] = 0.01
     aux_lr: float = 0.01  # the prior's quantiles (compressai's aux loss), own optimizer
     # The prior's density learns at lr × this: from scratch it lags the encoder, and while it
     # is wide the rate term cannot be lowered by the encoder at all.
@@ -109,9 +115,30 @@ class StudentTraining:
     task_loss: bool = True  # stage 2: add the tails' own losses when the data has labels
     sampling: DetectorSampling = field(default_factory=DetectorSampling)
     recalibrate_batches: int = 20  # BN statistics per width after training
+    # Tails whose teacher has no checkpoint (an untrained architecture, e.g. a frame classifier)
+    # learn from the labels alone: frozen head, coded latent of every width, the task's loss.
+    label_tails: Optim | None = None
     prefilter: Optim | None = None
     target_recall: float = 0.9
     prefilter_score: float = 0.5  # unlabeled frames: positive if the teacher finds a box above
+    # The device's own models (local*.onnx) per task, trained apart (kind: teacher) and smaller
+    # than the edge's; empty: each teacher itself. Tasks left out get no local model.
+    local: dict[str, TeacherRef] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rate_lambda, tuple) and len(self.rate_lambda) != len(
+            self.split.widths
+        ):
+            raise ConfigError(
+                f"student.rate_lambda: {len(self.rate_lambda)} values for "
+                f"{len(self.split.widths)} widths {self.split.widths}"
+            )
+
+    def lambda_at(self, width: float) -> float:
+        """The rate weight of `width`."""
+        if isinstance(self.rate_lambda, tuple):
+            return self.rate_lambda[self.split.widths.index(width)]
+        return self.rate_lambda
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -39,12 +39,12 @@ from torchvision.models.detection.image_list import ImageList
 
 from device_client.preprocess import Preprocessor
 from shared.bundle import load_bundle, write_manifest
-from split_models.data.coco import Frame, Frames, frame_label, open_frames
+from split_models.data.coco import CocoFrames, Frame, Frames, frame_label, open_frames
 from split_models.export import export_bundle, preprocessing_for
 from split_models.slimmable import SwitchableBatchNorm2d
 from split_models.split import SplitModel, build_student, normalization
 from split_models.teachers import teacher_spec
-from split_models.training.config import Experiment, Optim, StudentTraining
+from split_models.training.config import Experiment, Optim, StudentTraining, TeacherRef
 from split_models.training.loop import (
     RunResult,
     batch_indices,
@@ -75,23 +75,35 @@ class StudentTrainer:
         assert experiment.student is not None
         self.experiment, self.config, self.out = experiment, experiment.student, out
         torch.manual_seed(experiment.seed)
+        self.frames: Frames = open_frames(experiment.data.train)
+        self.val: Frames | None = open_frames(experiment.data.val) if experiment.data.val else None
         self.teachers: dict[str, tuple[str, nn.Module]] = {}
         self.class_names: dict[str, list[str]] = {}
         for task, ref in self.config.teachers.items():
-            teacher, classes = load_teacher(ref)
+            label_count, label_names = self._label_classes(task, ref)
+            teacher, classes = load_teacher(ref, label_count)
             for parameter in teacher.parameters():
                 parameter.requires_grad_(False)
             self.teachers[task] = (ref.name, teacher.eval())
-            self.class_names[task] = classes
+            self.class_names[task] = classes or label_names
+        self.local = {task: (ref.name, load_teacher(ref)[0].eval())
+                      for task, ref in self.config.local.items()}
         self.student = build_student(self.teachers, self.config.split)
         first_name, first_teacher = next(iter(self.teachers.values()))
         self.preprocess = Preprocessor(preprocessing_for(first_name, first_teacher, self.student))
-        self.frames: Frames = open_frames(experiment.data.train)
-        self.val: Frames | None = open_frames(experiment.data.val) if experiment.data.val else None
         for tail in self.student.tails.values():
             set_sampling(cast(nn.Module, tail.rest), self.config.sampling)
         self.widths = self.student.config.widths
-        self.layers = {task: self._layers(task) for task in self.teachers}
+        # Tasks with a trained teacher are distilled; the others' tails learn from labels alone.
+        self.distilled = tuple(t for t, ref in self.config.teachers.items() if ref.checkpoint)
+        self.label_tasks = tuple(t for t in self.teachers if t not in self.distilled)
+        self.layers = {task: self._layers(task) for task in self.distilled}
+
+    def _label_classes(self, task: str, ref: TeacherRef) -> tuple[int | None, list[str]]:
+        """A classifier learnt from labels alone: the data's frame labels ("none" + classes)."""
+        if ref.checkpoint or task != "classification" or not isinstance(self.frames, CocoFrames):
+            return None, []
+        return self.frames.num_classes, ["none", *self.frames.class_names]
 
     # --- data -------------------------------------------------------------------------------
 
@@ -121,7 +133,8 @@ class StudentTrainer:
         indices = batch_indices(len(self.frames), batch_size, self.experiment.seed, step)
         frames = [self.frames[i] for i in indices]
         data = self.experiment.data
-        frames = [augment(f, generator, data.flip, data.photometric) for f in frames]
+        frames = [augment(f, generator, data.flip, data.photometric, data.colour_ops)
+                  for f in frames]
         return self.batch(frames)
 
     # --- features ---------------------------------------------------------------------------
@@ -141,7 +154,8 @@ class StudentTrainer:
     def teacher_features(self, batch: Batch) -> dict[str, Features]:
         out = {}
         with torch.no_grad():
-            for task, (name, teacher) in self.teachers.items():
+            for task in self.distilled:
+                name, teacher = self.teachers[task]
                 mean, std = normalization(name, teacher)
                 x = batch.images.permute(0, 3, 1, 2).float() / 255.0
                 x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
@@ -181,7 +195,7 @@ class StudentTrainer:
     def stage1(self) -> RunResult:
         student, config = self.student, self.config
         entropic = config.method == "entropic"
-        decoders = nn.ModuleList(self.decoder(t) for t in self.teachers)
+        decoders = nn.ModuleList(self.decoder(t) for t in self.distilled)
         trainable = nn.ModuleList([student.head.stem, student.head.encoder, decoders])
         density = [p for n, p in student.prior.named_parameters() if not n.endswith("quantiles")]
         main = [*trainable.parameters(), *density]
@@ -204,7 +218,7 @@ class StudentTrainer:
             pixels = batch.images.shape[0] * batch.images.shape[1] * batch.images.shape[2]
             optimizer.zero_grad(set_to_none=True)
             widths = self.sandwich(index)
-            logged = {"distortion": 0.0, "bpp": 0.0}
+            logged = {"distortion": 0.0, "bpp": 0.0, "rate": 0.0}
             for width in widths:
                 student.set_width(width)
                 latent, _ = student.head(batch.images)
@@ -213,12 +227,13 @@ class StudentTrainer:
                     _, likelihoods = student.prior(latent.detach())
                 bpp = -torch.log2(likelihoods).sum() / pixels
                 distortion = sum((self.distortion(t, latent_hat, targets[t])
-                                  for t in self.teachers), torch.zeros(()))
-                weight = config.rate_lambda if entropic else 1.0
+                                  for t in self.distilled), torch.zeros(()))
+                weight = config.lambda_at(width) if entropic else 1.0
                 loss = (distortion + weight * bpp) / len(widths)
                 loss.backward()
                 logged["distortion"] += float(distortion.detach()) / len(widths)
                 logged["bpp"] += float(bpp.detach()) / len(widths)
+                logged["rate"] += float(weight * bpp.detach()) * entropic / len(widths)
             nn.utils.clip_grad_norm_(main, 5.0)
             optimizer.step()
             aux_optimizer.zero_grad(set_to_none=True)
@@ -226,7 +241,7 @@ class StudentTrainer:
             aux_loss.backward()
             aux_optimizer.step()
             student.set_width(max(self.widths))
-            return {"loss": logged["distortion"] + config.rate_lambda * logged["bpp"] * entropic,
+            return {"loss": logged["distortion"] + logged["rate"],
                     **logged, "aux": float(aux_loss.detach())}
 
         return run_steps(f"stage1 {config.method}", config.stage1, step,
@@ -236,7 +251,7 @@ class StudentTrainer:
     def stage2(self, optim: Optim) -> RunResult:
         student, config = self.student, self.config
         _freeze(student)
-        tails = nn.ModuleList(student.tails[t] for t in self.teachers)
+        tails = nn.ModuleList(student.tails[t] for t in self.distilled)
         for parameter in tails.parameters():
             parameter.requires_grad_(True)
         optimizer = make_optimizer(optim, list(tails.parameters()))
@@ -255,10 +270,10 @@ class StudentTrainer:
                     latent_hat = student.prior.quantize(student.head(batch.images)[0])
                 tails.train()
                 distortion = sum((self.distortion(t, latent_hat, targets[t])
-                                  for t in self.teachers), torch.zeros(()))
+                                  for t in self.distilled), torch.zeros(()))
                 task_loss = torch.zeros(())
                 if config.task_loss and batch.labelled:
-                    task_loss = self.task_losses(latent_hat, batch)
+                    task_loss = self.task_losses(latent_hat, batch, self.distilled)
                 loss = (distortion + task_loss) / len(widths)
                 loss.backward()
                 logged["distortion"] += float(distortion.detach()) / len(widths)
@@ -271,15 +286,52 @@ class StudentTrainer:
         return run_steps("stage2 tails", optim, step, self.out / "stage2.ckpt",
                          {"student": student}, {"main": optimizer})
 
-    def task_losses(self, latent_hat: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def task_losses(
+        self, latent_hat: torch.Tensor, batch: Batch, tasks: tuple[str, ...]
+    ) -> torch.Tensor:
         total = torch.zeros(())
-        for task in self.teachers:
+        for task in tasks:
             tail = self.student.tails[task]
             if task == "detection":
                 total = total + sum(detection_losses(tail, latent_hat, batch).values())
             else:
                 total = total + F.cross_entropy(tail(latent_hat, [], []), batch.frame_labels)
         return total
+
+    def label_tails(self, optim: Optim) -> RunResult:
+        """The tails of `label_tasks` on labels alone: head and prior frozen, each step the coded
+        latent of the sandwich's widths (the tail must read every width's latent)."""
+        student = self.student
+        _freeze(student)
+        tails = nn.ModuleList(student.tails[t] for t in self.label_tasks)
+        for parameter in tails.parameters():
+            parameter.requires_grad_(True)
+        optimizer = make_optimizer(optim, list(tails.parameters()))
+
+        def step(index: int, lr: float) -> dict[str, float]:
+            student.eval()
+            set_lr(optimizer, lr)
+            batch = self.train_batch(index, optim.batch_size)
+            if not batch.labelled:
+                raise ValueError("label_tails needs labelled frames (data.train: a COCO .json)")
+            optimizer.zero_grad(set_to_none=True)
+            widths = self.sandwich(index)
+            total = 0.0
+            for width in widths:
+                student.set_width(width)
+                with torch.no_grad():
+                    latent_hat = student.prior.quantize(student.head(batch.images)[0])
+                tails.train()
+                loss = self.task_losses(latent_hat, batch, self.label_tasks) / len(widths)
+                loss.backward()
+                total += float(loss.detach())
+            nn.utils.clip_grad_norm_(tails.parameters(), 5.0)
+            optimizer.step()
+            student.set_width(max(self.widths))
+            return {"loss": total}
+
+        return run_steps(f"label tails {'+'.join(self.label_tasks)}", optim, step,
+                         self.out / "label_tails.ckpt", {"student": student}, {"main": optimizer})
 
     def recalibrate(self) -> None:
         """Per width: forget the switchable BN statistics and re-estimate them (cumulative mean)
@@ -368,15 +420,18 @@ class StudentTrainer:
         threshold = prefilter["threshold"] if prefilter else 0.0
         root = export_bundle(self.student, self.teachers, export.out, name=export.name,
                              version=export.version, prefilter_threshold=threshold,
-                             sample=sample, repeats=5)
+                             sample=sample, repeats=5, local=self.local or None,
+                             label_tasks=self.label_tasks)
         manifest = load_bundle(root).manifest
         classes = dict(manifest.classes)
         for task, names in self.class_names.items():
             if names and len(names) == len(classes[task]):  # type: ignore[index]
                 classes[task] = tuple(names)  # type: ignore[index]
-        rate = self.config.rate_lambda if self.config.method == "entropic" else None
-        branches = tuple(b.model_copy(update={"rate_lambda": rate}) if b.kind == "split" else b
-                         for b in manifest.branches)
+        entropic = self.config.method == "entropic"
+        branches = tuple(
+            b.model_copy(update={"rate_lambda": self.config.lambda_at(b.width)})
+            if b.kind == "split" and entropic and b.width is not None else b
+            for b in manifest.branches)
         prefilter_spec = manifest.prefilter.model_copy(
             update={"target_recall": self.config.target_recall if prefilter else None})
         write_manifest(root, manifest.model_copy(update={
@@ -465,6 +520,11 @@ def train_student(experiment: Experiment, out: Path) -> dict[str, float]:
     timings["recalibrate"] = time.perf_counter() - started
     if config.stage2 is not None:
         timings["stage2"] = trainer.stage2(config.stage2).wall_s
+        started = time.perf_counter()
+        trainer.recalibrate()
+        timings["recalibrate"] += time.perf_counter() - started
+    if config.label_tails is not None and trainer.label_tasks:
+        timings["label_tails"] = trainer.label_tails(config.label_tails).wall_s
         started = time.perf_counter()
         trainer.recalibrate()
         timings["recalibrate"] += time.perf_counter() - started

@@ -7,12 +7,14 @@ Writes `<out>/teacher.pt`: {"name", "num_classes", "min_size", "max_size", "clas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 from torch import nn
 
 from split_models.data.coco import CocoFrames, Frame, frame_label, open_frames
@@ -91,11 +93,50 @@ def photometric(frame: Frame, generator: torch.Generator) -> Frame:
                  frame.labelled)
 
 
-def augment(frame: Frame, generator: torch.Generator, flips: bool, colours: bool) -> Frame:
+# RandAugment's colour operations (Cubuk et al.; torchvision's own functions), each drawn at a
+# random magnitude m in [0, 1): a look no generator style produced, so the detector must rely on
+# shape.
+COLOUR_OPS = ("hue", "posterize", "solarize", "blur", "sharpness", "gamma", "invert", "equalize",
+              "autocontrast")
+
+
+def colour_op(name: str, x: torch.Tensor, m: float) -> torch.Tensor:
+    """One of COLOUR_OPS on a uint8 CHW image."""
+    ops: dict[str, Callable[[], Any]] = {
+        "hue": lambda: TF.adjust_hue(x, m - 0.5),
+        "posterize": lambda: TF.posterize(x, 2 + int(m * 4)),
+        "solarize": lambda: TF.solarize(x, 96 + int(m * 144)),
+        "blur": lambda: TF.gaussian_blur(x, [5, 5], [0.3 + 1.7 * m]),
+        "sharpness": lambda: TF.adjust_sharpness(x, 1 + 4 * m),
+        "gamma": lambda: TF.adjust_gamma(x, 0.4 + 1.6 * m),
+        "invert": lambda: TF.invert(x),
+        "equalize": lambda: TF.equalize(x),
+        "autocontrast": lambda: TF.autocontrast(x),
+    }
+    out: torch.Tensor = ops[name]()
+    return out
+
+
+def colour_ops(frame: Frame, generator: torch.Generator, count: int) -> Frame:
+    """`count` operations of COLOUR_OPS in a row, each with a random magnitude."""
+    image = torch.from_numpy(frame.image).permute(2, 0, 1)
+    picks = torch.randint(len(COLOUR_OPS), (count,), generator=generator).tolist()
+    for pick, magnitude in zip(picks, torch.rand(count, generator=generator).tolist(),
+                               strict=True):
+        image = colour_op(COLOUR_OPS[pick], image, magnitude)
+    out = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+    return Frame(out, frame.boxes, frame.labels, frame.image_id, frame.labelled)
+
+
+def augment(
+    frame: Frame, generator: torch.Generator, flips: bool, colours: bool, ops: int = 0
+) -> Frame:
     if flips and torch.rand(1, generator=generator) < 0.5:
         frame = flip(frame)
     if colours and torch.rand(1, generator=generator) < 0.8:
         frame = photometric(frame, generator)
+    if ops and torch.rand(1, generator=generator) < 0.5:
+        frame = colour_ops(frame, generator, ops)
     return frame
 
 
@@ -137,7 +178,8 @@ def train_teacher(experiment: Experiment, out: Path) -> RunResult:
         batch = [frames[i] for i in batch_indices(len(frames), optim.batch_size,
                                                   experiment.seed, index)]
         data = experiment.data
-        batch = [augment(f, generator, data.flip, data.photometric) for f in batch]
+        batch = [augment(f, generator, data.flip, data.photometric, data.colour_ops)
+                 for f in batch]
         if task == "detection":
             targets = [{"boxes": torch.from_numpy(f.boxes), "labels": torch.from_numpy(f.labels)}
                        for f in batch]

@@ -50,10 +50,11 @@ def test_every_real_encoding_passes_and_short_streams_do_not(demo, branch_index:
 def test_shapes_follow_the_resize_rule_and_the_stride(demo) -> None:
     plausibility, _ = demo
     branch = plausibility.manifest.branches[3]
+    channels = branch.latent_channels
     # Padded up to multiples of 32 (240x320 -> 256x320; 180 -> 192), then stride 8.
-    assert plausibility.expected_shape(branch, (240, 320)) == (12, 32, 40)
-    assert plausibility.expected_shape(branch, (239, 319)) == (12, 32, 40)
-    assert plausibility.expected_shape(branch, (180, 320)) == (12, 24, 40)
+    assert plausibility.expected_shape(branch, (240, 320)) == (channels, 32, 40)
+    assert plausibility.expected_shape(branch, (239, 319)) == (channels, 32, 40)
+    assert plausibility.expected_shape(branch, (180, 320)) == (channels, 24, 40)
     for impossible in ((4096, 5456), (0, 320), (241, 330), (320, 320)):
         with pytest.raises(InvalidRequest, match="preprocessing"):
             plausibility.expected_shape(branch, impossible)
@@ -70,7 +71,7 @@ def test_a_fixed_size_bundle_takes_exactly_its_size(demo) -> None:
     tables = FactorizedTables.load(load_bundle(DEMO).path(manifest.entropy_file))
     stretched = LatentPlausibility.of(fixed, tables)
     branch = fixed.branches[3]
-    assert stretched.expected_shape(branch, (320, 320)) == (12, 40, 40)
+    assert stretched.expected_shape(branch, (320, 320)) == (branch.latent_channels, 40, 40)
     for other in ((240, 320), (320, 321), (0, 320)):
         with pytest.raises(InvalidRequest, match="exactly 320×320"):
             stretched.expected_shape(branch, other)

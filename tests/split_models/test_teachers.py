@@ -49,8 +49,8 @@ def test_every_teacher_splits_and_runs(name: str) -> None:
     torch.manual_seed(0)
     teacher = build_teacher(name)
     task = teacher_spec(name).task
-    student = build_student({task: (name, teacher)}, SplitConfig(latent_channels=8,
-                                                                   widths=(0.5, 1.0)))
+    student = build_student({task: (name, teacher)}, SplitConfig(
+        latent_channels=8, widths=(0.5, 1.0), inner_channels=16, prefilter_channels=8))
     image = torch.randint(0, 255, (1, 128, 160, 3), dtype=torch.uint8)
     head_params = sum(p.numel() for p in student.head.parameters())
     assert head_params < sum(p.numel() for p in teacher.parameters()) / 4

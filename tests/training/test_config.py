@@ -62,6 +62,8 @@ def test_the_split_is_the_split_config_and_overrides_apply(tmp_path: Path) -> No
         ({"threads": "many"}, "threads"),
         ({"kind": "teacher"}, "teacher"),
         ({"data": None}, "data"),
+        ({"student": {**STUDENT["student"], "rate_lambda": [1.0, 2.0, 3.0]}}, "rate_lambda"),
+        ({"data": {"train": "t.json", "colour_ops": 9}}, "colour_ops"),
     ],
 )
 def test_every_bad_key_is_one_config_error_naming_it(
@@ -71,3 +73,12 @@ def test_every_bad_key_is_one_config_error_naming_it(
         load_experiment(_write(tmp_path, {**STUDENT, **change}))
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_experiment(_write(tmp_path, STUDENT), ["student.rate_lambda"])
+
+
+def test_a_rate_weight_per_width(tmp_path: Path) -> None:
+    path = _write(tmp_path, STUDENT)
+    student = load_experiment(path, ["student.rate_lambda=[8.0, 2.0]"]).student
+    assert student is not None
+    assert (student.lambda_at(0.5), student.lambda_at(1.0)) == (8.0, 2.0)
+    one = load_experiment(path, ["student.rate_lambda=3.0"]).student
+    assert one is not None and one.lambda_at(0.5) == one.lambda_at(1.0) == 3.0

@@ -73,13 +73,29 @@ def test_student_stage1_loss_drops(shapes: Path, det_teacher: Path, tmp_path: Pa
 def test_student_pipeline_exports_a_bundle_that_infers(shapes: Path, det_teacher: Path,
                                                        tmp_path: Path) -> None:
     bundle_dir = tmp_path / "bundle"
+    # Everything the demo's recipe uses: a rate weight per width, a frame classifier learnt from
+    # labels on the same latent (no teacher checkpoint), a smaller local detector of its own.
     config = _student(shapes, det_teacher, tmp_path / "run", "entropic",
-                      stage2=optim(2, batch_size=3), prefilter=optim(2, batch_size=3))
+                      stage2=optim(2, batch_size=3), prefilter=optim(2, batch_size=3),
+                      rate_lambda=[0.5, 0.05], label_tails=optim(3, batch_size=3),
+                      teachers={"detection": {"name": "tiny_fasterrcnn",
+                                              "checkpoint": str(det_teacher)},
+                                "classification": {"name": "tiny_resnet"}},
+                      local={"detection": {"name": "small_fasterrcnn", "min_size": 72,
+                                           "max_size": 96, "num_classes": len(CLASSES) + 1}})
     config = dataclasses.replace(config, export=Export(out=str(bundle_dir), name="tiny-shapes"))
     timings = run_student(config, tmp_path / "run")
-    assert {"stage1", "stage2", "prefilter", "export"} <= set(timings)
+    assert {"stage1", "stage2", "label_tails", "prefilter", "export"} <= set(timings)
     manifest = load_bundle(bundle_dir).manifest
     assert manifest.classes["detection"][1:] == CLASSES
+    assert manifest.classes["classification"] == ("none", *CLASSES)
+    assert manifest.name == "tiny-shapes"
+    assert set(manifest.local_files) == {"detection"}  # no local classifier was trained
+    branches = {b.id: b for b in manifest.branches}
+    assert (branches["split-w050"].rate_lambda, branches["split-w100"].rate_lambda) == (0.5, 0.05)
+    # the device's model is the small one: fewer multiply-adds than the edge's teachers
+    assert 0 < branches["local"].device_macs < branches["jpeg-q90"].edge_macs  # type: ignore
+    assert branches["split-w050"].device_macs < branches["split-w100"].device_macs  # type: ignore
     assert manifest.prefilter.target_recall == 0.9
     prefilter = json.loads((tmp_path / "run" / "prefilter.json").read_text())
     assert prefilter["recall"] >= 0.9 and manifest.prefilter.threshold == prefilter["threshold"]
@@ -95,6 +111,11 @@ def test_student_pipeline_exports_a_bundle_that_infers(shapes: Path, det_teacher
         (result,) = runtime.run_latents([runner.codec.decode(output.payload)],
                                         [geometry.input_size], [geometry.original])
         assert all(0 <= d.box[0] <= d.box[2] <= SCENE.width for d in result.detections)
+        # both answers from one latent
+        assert result.classifications and result.classifications[0].label_id < len(CLASSES) + 1
+    # a full frame: detection by the teacher, classification through the student's own head
+    (whole,) = runtime.run_images([frame])
+    assert whole.classifications and runtime.label_tasks == ("classification",)
 
     manifest_bytes = (bundle_dir / "manifest.json").read_bytes()
     report = run_report([bundle_dir], [shapes / "val.json", shapes / "train.json"],
