@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.bundle import Bundle, Task, load_bundle
-from shared.bundle.geometry import Size, frame_geometry
+from shared.bundle.geometry import FrameGeometry, Size, frame_geometry
 from shared.errors import BundleError
 from shared.results import Classification, Detection, Results, detections_from_arrays
 from split_models.split import SplitConfig, SplitModel, build_student
@@ -138,30 +138,31 @@ class TailRuntime:
     def _through_head(self, task: str, image: torch.Tensor) -> torch.Tensor:
         """`task`'s tail on the student's own head at full width: the manifest's resize, crop and
         padding (as the device's preprocessor), the head, the quantized latent, the tail."""
-        spec = self.bundle.manifest.preprocessing
-        geometry = frame_geometry((image.shape[1], image.shape[2]), spec)
-        x = image[None].float()
-        if geometry.resized != geometry.original:
-            x = F.interpolate(x, size=geometry.resized, mode="bilinear", align_corners=False)
-        top, left, height, width = geometry.crop
-        padded = torch.tensor(spec.pad_value, dtype=torch.float32).view(1, 3, 1, 1).expand(
+        x, geometry = self._resized_crop(image)
+        pad = self.bundle.manifest.preprocessing.pad_value
+        padded = torch.tensor(pad, dtype=torch.float32).view(1, 3, 1, 1).expand(
             1, 3, *geometry.padded).clone()
-        padded[:, :, :height, :width] = x[:, :, top : top + height, left : left + width]
+        padded[:, :, : x.shape[2], : x.shape[3]] = x
         head_input = padded.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         latent = self.student.prior.quantize(self.student.head(head_input)[0])
         out: torch.Tensor = self.student.tails[task](
             latent, [geometry.input_size], [geometry.original])
         return out
 
-    def _classifier_input(self, image: torch.Tensor) -> torch.Tensor:
-        """The manifest's resize and crop, then ImageNet normalization (as the local graph)."""
-        preprocessing = self.bundle.manifest.preprocessing
-        geometry = frame_geometry((image.shape[1], image.shape[2]), preprocessing)
+    def _resized_crop(self, image: torch.Tensor) -> tuple[torch.Tensor, FrameGeometry]:
+        """(1, 3, h, w) float pixels 0–255 after the manifest's resize and crop, and the
+        geometry."""
+        geometry = frame_geometry((image.shape[1], image.shape[2]),
+                                  self.bundle.manifest.preprocessing)
         x = image[None].float()
         if geometry.resized != geometry.original:
             x = F.interpolate(x, size=geometry.resized, mode="bilinear", align_corners=False)
         top, left, height, width = geometry.crop
-        x = x[:, :, top : top + height, left : left + width] / 255.0
+        return x[:, :, top : top + height, left : left + width], geometry
+
+    def _classifier_input(self, image: torch.Tensor) -> torch.Tensor:
+        """The manifest's resize and crop, then ImageNet normalization (as the local graph)."""
+        x = self._resized_crop(image)[0] / 255.0
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         return (x - mean) / std

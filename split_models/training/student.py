@@ -250,11 +250,7 @@ class StudentTrainer:
 
     def stage2(self, optim: Optim) -> RunResult:
         student, config = self.student, self.config
-        _freeze(student)
-        tails = nn.ModuleList(student.tails[t] for t in self.distilled)
-        for parameter in tails.parameters():
-            parameter.requires_grad_(True)
-        optimizer = make_optimizer(optim, list(tails.parameters()))
+        tails, optimizer = self._trainable_tails(self.distilled, optim)
 
         def step(index: int, lr: float) -> dict[str, float]:
             student.eval()
@@ -286,6 +282,16 @@ class StudentTrainer:
         return run_steps("stage2 tails", optim, step, self.out / "stage2.ckpt",
                          {"student": student}, {"main": optimizer})
 
+    def _trainable_tails(
+        self, tasks: tuple[str, ...], optim: Optim
+    ) -> tuple[nn.ModuleList, torch.optim.Optimizer]:
+        """Everything frozen but the tails of `tasks`, and their optimizer."""
+        _freeze(self.student)
+        tails = nn.ModuleList(self.student.tails[t] for t in tasks)
+        for parameter in tails.parameters():
+            parameter.requires_grad_(True)
+        return tails, make_optimizer(optim, list(tails.parameters()))
+
     def task_losses(
         self, latent_hat: torch.Tensor, batch: Batch, tasks: tuple[str, ...]
     ) -> torch.Tensor:
@@ -302,11 +308,7 @@ class StudentTrainer:
         """The tails of `label_tasks` on labels alone: head and prior frozen, each step the coded
         latent of the sandwich's widths (the tail must read every width's latent)."""
         student = self.student
-        _freeze(student)
-        tails = nn.ModuleList(student.tails[t] for t in self.label_tasks)
-        for parameter in tails.parameters():
-            parameter.requires_grad_(True)
-        optimizer = make_optimizer(optim, list(tails.parameters()))
+        tails, optimizer = self._trainable_tails(self.label_tasks, optim)
 
         def step(index: int, lr: float) -> dict[str, float]:
             student.eval()
