@@ -49,7 +49,7 @@ from shared.bundle.manifest import SCHEMA_VERSION, FileDigest, split_branch_id
 from shared.codecs import Codec, CodecId, make_codec
 from shared.errors import TeacherError
 from split_models.entropy import export_tables
-from split_models.runtime import TAIL_FORMAT, TailRuntime
+from split_models.runtime import TAIL_FORMAT
 from split_models.split import SplitModel
 from split_models.teachers import categories, teacher_spec
 
@@ -79,7 +79,7 @@ def export_bundle(
     """Write the bundle and return its directory. `sample` (HxWx3 uint8 RGB) is the frame the
     branch figures are measured on (default: a mid-grey 480x640 frame). `local`: the device's own
     models per task (default: the teachers themselves). `label_tasks`: tasks whose tail learnt
-from labels, with no trained teacher: the edge answers their full frames through the head."""
+    from labels, with no trained teacher: the edge answers their full frames through the head."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     student = student.eval()
@@ -131,7 +131,8 @@ from labels, with no trained teacher: the edge answers their full frames through
         files={f: _PLACEHOLDER for f in files},
     )
     write_manifest(out, manifest)
-    branches = measure_branches(student, out, sample, repeats, teachers, local_models)
+    branches = measure_branches(student, out, sample, repeats, teachers, local_models,
+                                label_tasks)
     write_manifest(out, manifest.model_copy(update={"branches": branches}))
     return out
 
@@ -240,6 +241,7 @@ def measure_branches(
     repeats: int,
     teachers: dict[str, tuple[str, nn.Module]],
     local_models: dict[str, tuple[str, nn.Module]],
+    label_tasks: tuple[str, ...] = (),
 ) -> tuple[Branch, ...]:
     """Figures on `sample`, on this machine: the median of `repeats` runs; multiply-adds counted
     by torch on the same frame."""
@@ -247,7 +249,6 @@ def measure_branches(
     frame = torch.from_numpy(sample)
     # a full frame offloaded runs the teachers on the edge (a label-trained task: the head and its
     # tail, counted below); `local` runs its models on the device
-    label_tasks = set(TailRuntime.from_bundle(bundle).label_tasks)
     teacher_macs = sum(count_macs(_whole(task, t), frame)
                        for task, (_, t) in teachers.items() if task not in label_tasks)
     local_macs = sum(count_macs(_whole(task, m), frame)
@@ -255,6 +256,7 @@ def measure_branches(
     runner = HeadRunner(bundle)
     head_input = runner.preprocess(sample)
     size = head_input.geometry.input_size
+    tail_sizes = ([size], [head_input.geometry.original])
     branches = []
     for width in runner.widths:
         runner.set_width(width)
@@ -263,7 +265,6 @@ def measure_branches(
         device_ms = _median_ms(lambda: runner.codec.encode(runner.head(head_input.image)[0]),
                                repeats)
         latent_hat = torch.from_numpy(runner.codec.decode(payload))[None]
-        tail_sizes = ([size], [head_input.geometry.original])
 
         def tails(latent_hat: torch.Tensor = latent_hat, sizes: Any = tail_sizes) -> None:
             with torch.no_grad():
@@ -282,11 +283,12 @@ def measure_branches(
             device_ms=device_ms, edge_ms=_median_ms(tails, repeats),
             device_macs=head_macs, edge_macs=count_macs(tails),
         ))
-    if label_tasks:
-        head_input_tensor = torch.from_numpy(head_input.image)
-        with torch.no_grad():
-            full_latent = student.prior.quantize(student.head(head_input_tensor)[0])
-        teacher_macs += count_macs(student.head, head_input_tensor) + sum(
+    if label_tasks:  # the edge runs the widest head on the full frame, then those tails
+        widest = max((b for b in branches), key=lambda b: b.width or 0.0)
+        runner.set_width(max(runner.widths))
+        full_latent = torch.from_numpy(runner.codec.decode(
+            runner.codec.encode(runner.head(head_input.image)[0])))[None]
+        teacher_macs += (widest.device_macs or 0) + sum(
             count_macs(student.tails[t], full_latent, *tail_sizes) for t in label_tasks)
     local = LocalRunner(bundle)
     if "detection" in local.sessions:
