@@ -186,7 +186,8 @@ def edge_server(bundle: Path, out: Path) -> Iterator[int]:
 
 
 def make_clip(folder: Path, frames: int) -> tuple[Path, dict[str, Any]]:
-    """Annotated frames: objects drifting over photos, with empty stretches; COCO ground truth."""
+    """Annotated frames of the benchmark's scenes (objects drifting over a panning background),
+    with empty stretches; COCO ground truth."""
     from PIL import Image
 
     from split_models.data.synthetic import CLASSES, generate_video
@@ -200,26 +201,25 @@ def make_clip(folder: Path, frames: int) -> tuple[Path, dict[str, Any]]:
     while index < frames:
         count = min(frames - index, 60 if segment % 3 != 2 else 20)
         objects = 0 if segment % 3 == 2 else 3
-        clip = generate_video(
-            folder / f"seg{segment}.npz", seed=100 + segment, frames=count, objects=max(objects, 1)
-        )
+        # an empty stretch is a camera with nothing in view: no objects drawn, none annotated
+        clip = generate_video(folder / f"seg{segment}.npz", seed=100 + segment, frames=count,
+                              objects=objects)
         with np.load(clip.with_suffix(".npz")) as data:
             for t, frame in enumerate(data["frames"]):
                 Image.fromarray(frame).save(folder / f"{index:06d}.png")
                 images.append({"id": index, "width": frame.shape[1], "height": frame.shape[0]})
-                if objects:
-                    for box, label in zip(data["boxes"][t], data["labels"], strict=True):
-                        if not np.isnan(box).any():
-                            annotations.append(
-                                {
-                                    "id": len(annotations) + 1,
-                                    "image_id": index,
-                                    "category_id": int(label) + 1,
-                                    "bbox": [float(v) for v in box],
-                                    "area": float(box[2] * box[3]),
-                                    "iscrowd": 0,
-                                }
-                            )
+                for box, label in zip(data["boxes"][t], data["labels"], strict=True):
+                    if not np.isnan(box).any():
+                        annotations.append(
+                            {
+                                "id": len(annotations) + 1,
+                                "image_id": index,
+                                "category_id": int(label),
+                                "bbox": [float(v) for v in box],
+                                "area": float(box[2] * box[3]),
+                                "iscrowd": 0,
+                            }
+                        )
                 index += 1
         clip.with_suffix(".npz").unlink()
         segment += 1

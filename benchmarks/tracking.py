@@ -49,7 +49,7 @@ def main() -> None:
             for box, label in zip(boxes[t], labels, strict=True):
                 if not np.isnan(box).any():
                     truth.append({"id": len(truth) + 1, "image_id": image_id,
-                                  "category_id": int(label) + 1,
+                                  "category_id": int(label),
                                   "bbox": [float(v) for v in box],
                                   "area": float(box[2] * box[3]), "iscrowd": 0})
     dataset = {"images": images, "annotations": truth,
@@ -66,7 +66,7 @@ def main() -> None:
                 if t % k == 0:
                     found = tuple(
                         Detection((float(b[0]), float(b[1]), float(b[0] + b[2]),
-                                   float(b[1] + b[3])), 1.0, int(label) + 1, "")
+                                   float(b[1] + b[3])), 1.0, int(label), "")
                         for b, label in zip(boxes[t], labels, strict=True)
                         if not np.isnan(b).any()
                     )

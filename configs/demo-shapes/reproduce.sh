@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild bundles/demo-shapes from nothing: benchmark (+ the shifted test set) → edge teacher →
 # the device's small local detector → student → bundle → report on both test sets. Re-running resumes from out/runs/ checkpoints;
-# FRESH=1 starts over. About 72 minutes on 2 CPU cores (the README says what it took).
+# FRESH=1 starts over. About 80 minutes on 2 CPU cores (the README says what it took).
 #   bash configs/demo-shapes/reproduce.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -9,7 +9,7 @@ PY=${PY:-.venv/bin/python}
 FRESH=${FRESH:+--fresh}
 
 started=$(date +%s)
-$PY -m splitedge dataset generate --out out/data/shapes --seed 0 --train 4000 --val 200 --test 200
+$PY -m splitedge dataset generate --out out/data/shapes --seed 0 --train 8000 --val 200 --test 200
 # The shifted test set: only style families the training set never draws (see
 # device_client/scenes/styles.py), same classes, sizes and camera.
 $PY -m splitedge dataset generate --out out/data/shapes-shifted --styles shifted --seed 0 \

@@ -189,10 +189,92 @@ def _blobs(rng: Rng, height: int, width: int) -> Canvas:
     return canvas
 
 
+# Tessellations: frames tiled edge to edge with flat polygons teach the detector that a square or
+# triangle *in a tiling* is background, not an object. They differ from the held-out checker and
+# Voronoi families by construction (offset rows, hexagons, recursive splits).
+def _tile_colours(rng: Rng, count: int) -> npt.NDArray[Any]:
+    """`count` tile colours: one hue family jittered (a real wall or floor), or all random."""
+    if rng.random() < 0.5:
+        return np.stack([colour(rng) for _ in range(count)])
+    base = colour(rng)
+    return f32(np.clip(base + rng.normal(0, rng.uniform(5, 35), (count, 3)), 0, 255))
+
+
+def _tiled(rng: Rng, height: int, width: int, index: npt.NDArray[Any],
+           edge: npt.NDArray[Any]) -> Canvas:
+    """Colour each tile `index` (ints) and draw the mortar where `edge` is true."""
+    ids, owner = np.unique(index, return_inverse=True)
+    canvas = f32(_tile_colours(rng, len(ids))[owner.reshape(height, width)])
+    if rng.random() < 0.7:
+        canvas[edge] = colour(rng)
+    return canvas
+
+
+def _bricks(rng: Rng, height: int, width: int) -> Canvas:
+    """Running bond: rows of rectangles, each row shifted by half a brick."""
+    brick_h = rng.uniform(8, 36)
+    brick_w = brick_h * rng.uniform(1.5, 3.5)
+    angle = rng.uniform(-0.4, 0.4) + (np.pi / 2 if rng.random() < 0.2 else 0.0)
+    u = _coords(height, width, angle) / brick_w
+    v = _coords(height, width, angle + np.pi / 2) / brick_h
+    row = np.floor(v)
+    shifted = u + 0.5 * (row % 2)
+    index = row * 10_000 + np.floor(shifted)
+    mortar = rng.uniform(0.03, 0.1)
+    edge = (v % 1 < mortar * brick_w / brick_h) | (shifted % 1 < mortar)
+    return _tiled(rng, height, width, index.astype(np.int64), edge)
+
+
+def _hexagons(rng: Rng, height: int, width: int) -> Canvas:
+    """A honeycomb: each pixel belongs to the nearest centre of a hexagonal lattice."""
+    radius = rng.uniform(8, 30)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    q = (np.sqrt(3) / 3 * xx - yy / 3) / radius  # axial coordinates, then cube rounding
+    r = (2 / 3 * yy) / radius
+    x, z = q, r
+    y = -x - z
+    rx, ry, rz = np.round(x), np.round(y), np.round(z)
+    dx, dy, dz = np.abs(rx - x), np.abs(ry - y), np.abs(rz - z)
+    fix_x = (dx > dy) & (dx > dz)
+    fix_z = ~fix_x & (dz >= dy)
+    rx = np.where(fix_x, -ry - rz, rx)
+    rz = np.where(fix_z, -rx - ry, rz)
+    index = (rx * 10_000 + rz).astype(np.int64)
+    edge = np.zeros((height, width), bool)
+    edge[:-1] |= index[:-1] != index[1:]
+    edge[:, :-1] |= index[:, :-1] != index[:, 1:]
+    edge = cv2.dilate(edge.astype(np.uint8), np.ones((2, 2), np.uint8)).astype(bool)
+    return _tiled(rng, height, width, index, edge)
+
+
+def _mondrian(rng: Rng, height: int, width: int) -> Canvas:
+    """Rectangles from recursive splits of the frame, separated by thick lines."""
+    canvas = _flat(rng, height, width)
+    line = tuple(float(c) for c in colour(rng, value=(0.0, 0.4)))
+    thickness = int(rng.integers(1, 6))
+    boxes = [(0, 0, width, height)]
+    for _ in range(int(rng.integers(4, 14))):
+        x0, y0, x1, y1 = boxes.pop(int(rng.integers(len(boxes))))
+        if x1 - x0 < 24 and y1 - y0 < 24:
+            boxes.append((x0, y0, x1, y1))
+            continue
+        if (x1 - x0 >= y1 - y0) if rng.random() < 0.8 else rng.random() < 0.5:
+            cut = int(rng.uniform(x0 + 0.25 * (x1 - x0), x0 + 0.75 * (x1 - x0)))
+            boxes += [(x0, y0, cut, y1), (cut, y0, x1, y1)]
+        else:
+            cut = int(rng.uniform(y0 + 0.25 * (y1 - y0), y0 + 0.75 * (y1 - y0)))
+            boxes += [(x0, y0, x1, cut), (x0, cut, x1, y1)]
+    for x0, y0, x1, y1 in boxes:
+        canvas[y0:y1, x0:x1] = colour(rng)
+        cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), line, thickness)
+    return canvas
+
+
 _FAMILIES: dict[str, Callable[[Rng, int, int], Canvas]] = {
     "value_noise": _value_noise_bg, "gradient": _gradient, "sensor_noise": _sensor_noise,
     "clutter": _clutter, "flat": _flat, "stripes": _stripes, "plasma": _plasma,
-    "checker": _checker, "cells": _cells, "blobs": _blobs,
+    "checker": _checker, "cells": _cells, "blobs": _blobs, "bricks": _bricks,
+    "hexagons": _hexagons, "mondrian": _mondrian,
 }
 
 

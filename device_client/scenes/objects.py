@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from device_client.scenes import styles
-from device_client.scenes.backgrounds import colour, f32, photo, value_noise
+from device_client.scenes.backgrounds import background, colour, f32, photo, value_noise
 
 Layer = npt.NDArray[Any]  # float32; Any: OpenCV's stubs widen dtypes
 Rng = np.random.Generator
@@ -96,6 +96,9 @@ def _mix(a: Layer, b: Layer, t: Layer) -> Layer:
     return f32(a * (1 - t[:, :, None]) + b * t[:, :, None])
 
 
+_TEXTURES = ("value_noise", "stripes", "sensor_noise", "clutter", "bricks", "hexagons")
+
+
 def fill(style: str, mask: Layer, rng: Rng, photos: tuple[str, ...]) -> tuple[Layer, Layer]:
     """(rgb, alpha) for a filled `mask` drawn in `style`."""
     size = mask.shape[0]
@@ -127,6 +130,10 @@ def fill(style: str, mask: Layer, rng: Rng, photos: tuple[str, ...]) -> tuple[La
         period = rng.uniform(3, 10)
         t = ((xx * np.cos(angle) + yy * np.sin(angle)) / period % 1 < 0.5).astype(np.float32)
         rgb = _mix(base, colour(rng), t)
+    elif style == "texture":  # camouflage: the object wears a background's texture, so only
+        # its contour tells it apart (procedural families of the training set, no photos)
+        family = _TEXTURES[int(rng.integers(len(_TEXTURES)))]
+        rgb = background(rng, family, size, size, ())
     elif style == "translucent":
         rgb = _mix(base, colour(rng), _direction(size, rng) * rng.uniform(0, 1))
         alpha = mask * rng.uniform(0.5, 0.8)

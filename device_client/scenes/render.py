@@ -13,7 +13,7 @@ import numpy.typing as npt
 from device_client.scenes import objects, styles
 from device_client.scenes.backgrounds import background, colour
 from device_client.scenes.camera import Camera
-from device_client.scenes.styles import Styles
+from device_client.scenes.styles import Families, Styles
 
 CLASSES = ("circle", "square", "triangle", "star", "face")
 Image = npt.NDArray[np.uint8]
@@ -35,6 +35,11 @@ class SceneConfig:
     occluder_share: float = 0.25
     distractor_share: float = 0.4
     styles: Styles = "train"
+    # a diagnostic mix (styles.mixed): draws these families instead of `styles`' own
+    families: Families | None = None
+
+    def drawn_families(self) -> Families:
+        return self.families or styles.families(self.styles)
 
 
 @dataclass(frozen=True)
@@ -51,10 +56,9 @@ class Scene:
     ids: list[int] = field(default_factory=list)  # which placed object each one is (clips)
 
 
-def drawable(styles_: Styles) -> tuple[tuple[str, ...], tuple[int, ...]]:
+def drawable(fam: styles.Families) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """(background families, class indices) this install can draw: without scikit-image there
     are no photos and no faces."""
-    fam = styles.families(styles_)
     if styles.have_assets():
         return fam.backgrounds, tuple(range(len(CLASSES)))
     return (tuple(b for b in fam.backgrounds if b != "photo"),
@@ -138,8 +142,8 @@ def _size(rng: Rng, config: SceneConfig) -> int:
 
 def render_scene(rng: Rng, config: SceneConfig) -> Scene:
     """One frame and its visible objects."""
-    fam = styles.families(config.styles)
-    families_, labels_ = drawable(config.styles)
+    fam = config.drawn_families()
+    families_, labels_ = drawable(fam)
     family = families_[int(rng.integers(len(families_)))]
     canvas = _Canvas(background(rng, family, config.height, config.width, fam.photos))
     count = 0 if rng.random() < config.empty_share else int(
@@ -178,8 +182,8 @@ class MovingScene:
         rng = np.random.default_rng([seed, 99])
         self.config = config
         self.seed = seed
-        fam = styles.families(config.styles)
-        families_, labels_ = drawable(config.styles)
+        fam = config.drawn_families()
+        families_, labels_ = drawable(fam)
         family = families_[int(rng.integers(len(families_)))]
         self.panorama = background(rng, family, config.height * 3 // 2, config.width * 3 // 2,
                                    fam.photos)

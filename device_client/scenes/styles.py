@@ -3,11 +3,12 @@
 Two disjoint sets, by construction:
 
 - backgrounds. train: photo (13 of scikit-image's photos), value noise, gradient, sensor
-  noise, clutter (lines, arcs, text), flat, stripes. shifted: photo (the 6 other photos),
-  plasma, checker tiles, Voronoi cells, soft blobs.
+  noise, clutter (lines, arcs, text), flat, stripes, and three tilings: running-bond bricks,
+  hexagons, recursive rectangles (Mondrian). shifted: photo (the 6 other photos), plasma,
+  checker tiles, Voronoi cells, soft blobs.
 - object fills. train: flat, two-colour gradient, shaded (a lit sphere), outline only, noise
-  texture, hatch, translucent. shifted: checker, polka dots, double outline, photo texture,
-  glow (soft edges).
+  texture, hatch, translucent, and camouflage (a procedural training background as the fill).
+  shifted: checker, polka dots, double outline, photo texture, glow (soft edges).
 - faces. train: LFW subset identities 0–74, grey, skin or colour tint, surgical masks.
   shifted: identities 75–99, false colour, posterized, inverted, sunglasses.
 
@@ -21,7 +22,8 @@ without it (a device) the photo family and the face class are left out and said 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Literal
 
@@ -50,8 +52,8 @@ class Families:
 
 TRAIN = Families(
     backgrounds=("photo", "value_noise", "gradient", "sensor_noise", "clutter", "flat",
-                 "stripes"),
-    fills=("flat", "gradient", "shaded", "outline", "noise", "hatch", "translucent"),
+                 "stripes", "bricks", "hexagons", "mondrian"),
+    fills=("flat", "gradient", "shaded", "outline", "noise", "hatch", "translucent", "texture"),
     face_looks=("grey", "skin", "tint"),
     face_extras=("none", "none", "mask"),
     photos=TRAIN_PHOTOS,
@@ -73,6 +75,26 @@ def families(styles: Styles) -> Families:
     if styles == "shifted":
         return SHIFTED
     raise ValueError(f"styles must be 'train' or 'shifted', got {styles!r}")
+
+
+SHIFTABLE = ("backgrounds", "fills", "faces")
+
+
+def mixed(shifted: Collection[str]) -> Families:
+    """The training families with the parts named in `shifted` (of SHIFTABLE) taken from the
+    shifted set: a diagnostic, to measure what each held-out part costs a model."""
+    unknown = set(shifted) - set(SHIFTABLE)
+    if unknown:
+        raise ValueError(f"unknown parts {sorted(unknown)}; known: {SHIFTABLE}")
+    fam = TRAIN
+    if "backgrounds" in shifted:
+        fam = replace(fam, backgrounds=SHIFTED.backgrounds, photos=SHIFTED.photos)
+    if "fills" in shifted:
+        fam = replace(fam, fills=SHIFTED.fills)
+    if "faces" in shifted:
+        fam = replace(fam, face_looks=SHIFTED.face_looks, face_extras=SHIFTED.face_extras,
+                      faces=SHIFTED.faces)
+    return fam
 
 
 def have_assets() -> bool:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pycocotools.coco import COCO
 
 from split_models.data.coco import CocoFrames, FolderFrames, open_frames
@@ -28,18 +29,19 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
 
 
 def test_annotations_are_valid_coco_with_boxes_inside(shapes: Path) -> None:
+    counts: list[int] = []
     for split in ("train", "val"):
         coco = COCO(str(shapes / f"{split}.json"))
         assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(CLASSES)
         images = coco.loadImgs(coco.getImgIds())
         assert images and all((shapes / im["file_name"]).is_file() for im in images)
-        counts = [len(coco.getAnnIds(imgIds=[im["id"]])) for im in images]
-        assert 0 in counts and max(counts) > 0  # empty frames and frames with objects
+        counts += [len(coco.getAnnIds(imgIds=[im["id"]])) for im in images]
         for ann in coco.loadAnns(coco.getAnnIds()):
             image = coco.imgs[ann["image_id"]]
             x, y, w, h = ann["bbox"]
             assert w > 0 and h > 0 and x >= 0 and y >= 0
             assert x + w <= image["width"] and y + h <= image["height"]
+    assert 0 in counts and max(counts) > 0  # empty frames and frames with objects
 
 
 def test_readers_return_rgb_frames_and_contiguous_labels(shapes: Path) -> None:
@@ -88,6 +90,28 @@ def test_the_shifted_set_draws_only_held_out_styles(tmp_path: Path) -> None:
                        config=dataclasses.replace(SCENE, styles="shifted"))
     assert "styles shifted" in json.loads(b.read_text())["info"]["description"]
     assert _digests(tmp_path / "a") != _digests(tmp_path / "b")
+
+
+def test_a_diagnostic_mix_shifts_only_the_parts_it_names() -> None:
+    """`styles.mixed` (what benchmarks.style_shift renders): each part comes from the shifted
+    set only when named, and a scene drawn with a mix is the scene its families make."""
+    from device_client.scenes import render, styles
+
+    assert styles.mixed([]) == styles.TRAIN
+    assert styles.mixed(styles.SHIFTABLE) == styles.SHIFTED
+    fills_only = styles.mixed(["fills"])
+    assert fills_only.fills == styles.SHIFTED.fills
+    assert fills_only.backgrounds == styles.TRAIN.backgrounds
+    assert fills_only.faces == styles.TRAIN.faces
+    with pytest.raises(ValueError, match="unknown parts"):
+        styles.mixed(["camera"])
+    shifted = render.render_scene(np.random.default_rng(4), dataclasses.replace(
+        SCENE, styles="shifted"))
+    as_mix = render.render_scene(np.random.default_rng(4), dataclasses.replace(
+        SCENE, families=styles.mixed(styles.SHIFTABLE)))
+    trained = render.render_scene(np.random.default_rng(4), SCENE)
+    assert np.array_equal(shifted.image, as_mix.image)
+    assert not np.array_equal(shifted.image, trained.image)
 
 
 def test_every_style_family_draws(tmp_path: Path) -> None:
