@@ -27,7 +27,9 @@ Switching width or image quality is free: the heads are loaded once, the codecs 
 Probing: a split latent is too small to show that the link got better, so when a more accurate
 remote plan is ruled out by the link alone, one frame now and then takes that branch instead
 (`LinkEstimator.probe_due`: at most `probe_budget` of the link's capacity). The probe is a real
-frame with a real result, not padding.
+frame with a real result, not padding. On `local` nothing is sent, so the round trip and the
+edge's load that an outage or a busy edge drove up would never be measured again: there a remote
+plan ruled out by the network or the edge at all is probed, the cheapest first.
 
 Never imports torch.
 """
@@ -62,6 +64,9 @@ class Plan:
     fits: bool
     sustainable: bool  # its bytes and device time per second fit, whatever its latency
     link_limited: bool  # does not fit, but would at any throughput: a probe may show it does
+    # a remote plan that only the network or the edge rules out (this device's part fits): while
+    # no remote frame flows, their estimates are never refreshed, and only a probe renews them
+    remote_limited: bool = False
 
     @property
     def key(self) -> tuple[str, int]:
@@ -200,6 +205,11 @@ class AdaptivePolicy:
         deviation = sum(d * d for _, d in terms) ** 0.5
         return transfer, mean + SPREAD * deviation
 
+    def _own_ms(self, branch: Branch) -> float:
+        """This device's part of a frame on `branch`, at the same percentile."""
+        mean, deviation = self.device.term(branch.id, branch.device_ms)
+        return mean + SPREAD * deviation
+
     def accuracy(self, branch: Branch, interval: int) -> float:
         return (branch.accuracy or 0.0) * self._accuracy[interval]
 
@@ -216,6 +226,7 @@ class AdaptivePolicy:
         for branch in self.branches:
             transfer, rest = self._latency_terms(branch)
             latency = transfer + rest
+            own_ms = self._own_ms(branch)
             device = self.device.mean_ms(branch.id, branch.device_ms)
             for k in self.config.intervals:
                 per_second_device = (device + (k - 1) * track_ms) / k * self.fps
@@ -227,6 +238,8 @@ class AdaptivePolicy:
                 fits = latency <= budget and device_ok and link_ok
                 # Ruled out by the link alone: it would fit at any throughput.
                 link_limited = not fits and device_ok and rest <= budget
+                remote_limited = (not fits and device_ok and branch.kind in REMOTE_KINDS
+                                  and own_ms <= budget)
                 plans.append(
                     Plan(
                         branch,
@@ -236,6 +249,7 @@ class AdaptivePolicy:
                         fits,
                         device_ok and link_ok,
                         link_limited,
+                        remote_limited,
                     )
                 )
         return plans
@@ -277,12 +291,14 @@ class AdaptivePolicy:
         return best
 
     def _probe(self, plan: Plan, plans: list[Plan]) -> Branch | None:
-        """A more accurate remote branch the link alone rules out, when a probe is due."""
+        """A more accurate remote branch the link alone rules out (or, while nothing remote
+        flows, the network or the edge at all), when a probe is due."""
+        silent = plan.branch.kind not in REMOTE_KINDS
         candidates = [
             p.branch
             for p in plans
             if p.interval == plan.interval
-            and p.link_limited
+            and (p.link_limited or (silent and p.remote_limited))
             and p.accuracy > plan.accuracy + self.config.min_gain
         ]
         if not candidates:

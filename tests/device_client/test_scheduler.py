@@ -178,6 +178,39 @@ def test_probing_finds_the_better_link_within_its_budget(manifest: Manifest) -> 
     assert sum(c.probe for c in choices) >= 1
 
 
+def test_after_an_outage_on_local_probes_find_the_edge_again(manifest: Manifest) -> None:
+    """An outage drives the policy to `local`, which sends nothing: without a remote frame the
+    round trip and the edge's load are never measured again, so the policy must probe to learn
+    that the link is back (the trace harness once stayed local for the rest of the clip)."""
+    clock = Clock()
+    policy = AdaptivePolicy(manifest, SchedulerConfig(), sla_ms=300, fps=15, clock=clock)
+    feed_link(policy, mbit=10)
+    for i in range(12):  # the outage: every remote frame misses its deadline
+        clock.now += 1 / 15
+        policy.observe(Outcome(i, "local", 0, reason="deadline_missed", branch="split-w100",
+                               bytes_sent=320, timings_ms={"uplink": 600.0 + 50 * i}))
+    assert not any(p.fits for p in policy.plans() if p.branch.kind != "local")
+    choices = []
+    for i in range(300):  # the link is back (10 ms, 10 Mbit/s): only a probe can tell
+        clock.now += 1 / 15
+        choice = policy.choose(frame(i))
+        choices.append(choice)
+        if choice.track:
+            continue
+        if choice.branch.kind == "local":
+            policy.observe(Outcome(i, "local", 0, reason="policy", branch="local",
+                                   timings_ms={"local": 70.0}))
+            continue
+        nbytes = 12000 if choice.branch.kind == "jpeg" else 320
+        policy.observe(edge_outcome(choice.branch, nbytes, 10 + nbytes * 8 / 10e3))
+        if not choice.probe:
+            break
+    assert choices[-1].branch.kind != "local" and not choices[-1].probe, "back on the edge"
+    probes = [c for c in choices if c.probe]
+    assert probes and probes[0].branch.kind == "split", "the cheapest probe first"
+    assert len(choices) < 150
+
+
 def test_decisions_follow_the_estimates(manifest: Manifest) -> None:
     policy = AdaptivePolicy(manifest, SchedulerConfig(switch_up_after=1), sla_ms=300, fps=15)
     feed_link(policy, mbit=20)
