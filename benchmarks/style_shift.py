@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--detector", type=Path, required=True, help="a teacher.pt")
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--probes", nargs="*", help="only these probes (default: all)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     from split_models.training.config import TeacherRef
@@ -105,7 +106,9 @@ def main() -> None:
     saved = torch.load(args.detector, map_location="cpu", weights_only=True)
     detector, _ = load_teacher(TeacherRef(name=str(saved["name"]), checkpoint=str(args.detector)))
     detector.eval()
-    report = {name: evaluate(detector, config, args.frames) for name, config in probes().items()}
+    chosen = {name: config for name, config in probes().items()
+              if not args.probes or name in args.probes}
+    report = {name: evaluate(detector, config, args.frames) for name, config in chosen.items()}
     head = "| probe | mAP | mAP@.5 | FD/empty | " + " | ".join(CLASSES) + " |"
     print(head)
     print("|---" * (4 + len(CLASSES)) + "|")
@@ -113,8 +116,8 @@ def main() -> None:
         classes = " | ".join("—" if v is None else f"{v:.2f}" for v in row["per_class"].values())
         print(f"| {name} | {row['map']:.3f} | {row['map50']:.3f} | {row['fd_per_empty']:.2f} | "
               f"{classes} |")
-    shifted, train = report["shifted"]["map"], report["train"]["map"]
-    print(f"\nshifted ÷ train mAP: {shifted / train:.2f}" if train else "")
+    if "shifted" in report and report.get("train", {}).get("map"):
+        print(f"\nshifted ÷ train mAP: {report['shifted']['map'] / report['train']['map']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 
