@@ -56,7 +56,7 @@ class Scene:
     ids: list[int] = field(default_factory=list)  # which placed object each one is (clips)
 
 
-def drawable(fam: styles.Families) -> tuple[tuple[str, ...], tuple[int, ...]]:
+def drawable(fam: Families) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """(background families, class indices) this install can draw: without scikit-image there
     are no photos and no faces."""
     if styles.have_assets():
