@@ -187,28 +187,25 @@ class AdaptivePolicy:
 
     # -- the models --------------------------------------------------------------------------------
     def predict_ms(self, branch: Branch) -> float:
-        return sum(self._latency_terms(branch))
+        transfer, rest, _ = self._latency_terms(branch)
+        return transfer + rest
 
-    def _latency_terms(self, branch: Branch) -> tuple[float, float]:
-        """(ms the link's throughput adds, every other ms) of one frame on `branch`, at a high
-        percentile: the terms' means plus `SPREAD` deviations of their sum. The terms vary
-        independently, so the sum's deviation is the root of their squares, not their sum:
-        adding each term's own percentile would promise a frame that never happens."""
+    def _latency_terms(self, branch: Branch) -> tuple[float, float, float]:
+        """(ms the link's throughput adds, every other ms, this device's own ms) of one frame on
+        `branch`, at a high percentile: the terms' means plus `SPREAD` deviations of their sum.
+        The terms vary independently, so the sum's deviation is the root of their squares, not
+        their sum: adding each term's own percentile would promise a frame that never happens."""
         device = self.device.term(branch.id, branch.device_ms)
+        own = device[0] + SPREAD * device[1]
         if branch.kind not in REMOTE_KINDS:
-            return 0.0, device[0] + SPREAD * device[1]
+            return 0.0, own, own
         link = self.link.estimate()
         transfer = self._bytes_high(branch) * 8 / (link.throughput_mbit * 1e3)
         terms = [device, (link.rtt_mean_ms, link.rtt_deviation_ms)]
         terms += self.edge.terms(branch.id, branch.edge_ms)
         mean = sum(m for m, _ in terms)
         deviation = sum(d * d for _, d in terms) ** 0.5
-        return transfer, mean + SPREAD * deviation
-
-    def _own_ms(self, branch: Branch) -> float:
-        """This device's part of a frame on `branch`, at the same percentile."""
-        mean, deviation = self.device.term(branch.id, branch.device_ms)
-        return mean + SPREAD * deviation
+        return transfer, mean + SPREAD * deviation, own
 
     def accuracy(self, branch: Branch, interval: int) -> float:
         return (branch.accuracy or 0.0) * self._accuracy[interval]
@@ -224,9 +221,8 @@ class AdaptivePolicy:
         )
         plans = []
         for branch in self.branches:
-            transfer, rest = self._latency_terms(branch)
+            transfer, rest, own_ms = self._latency_terms(branch)
             latency = transfer + rest
-            own_ms = self._own_ms(branch)
             device = self.device.mean_ms(branch.id, branch.device_ms)
             for k in self.config.intervals:
                 per_second_device = (device + (k - 1) * track_ms) / k * self.fps
