@@ -65,7 +65,7 @@ bench-scaleout: setup balancer
 	$(PY) -m benchmarks.scaleout
 
 # Retrain bundles/demo-shapes from nothing (generated data + the shifted test set, teacher, student,
-# report on both sets): about 80 min on 2 CPU cores.
+# report on both sets): about 90 min on 2 CPU cores.
 bundle: setup
 	bash configs/demo-shapes/reproduce.sh
 

@@ -99,14 +99,27 @@ class LatentPrior(nn.Module):
         super().__init__()
         self.entropy_bottleneck = EntropyBottleneck(channels)
 
-    def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(latent_hat, likelihoods): noisy in training, quantized around the medians in eval."""
+    def forward(
+        self, latent: torch.Tensor, rounding: str = "noise"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latent_hat, likelihoods): noisy in training, quantized around the medians in eval.
+
+        rounding="mixed" (training only): the likelihoods still come from the noisy latent (a
+        differentiable rate), but latent_hat is the rounded latent with a straight-through
+        gradient, so the tails learn on what the wire carries and the encoder learns to put its
+        information where rounding keeps it (Minnen & Singh 2020, "mixed" quantization).
+        """
         full = self.entropy_bottleneck.channels
         channels = latent.shape[1]
         # The prior covers C channels; a slim latent is zero-padded and the padding ignored.
         padded = nn.functional.pad(latent, (0, 0, 0, 0, 0, full - channels))
         latent_hat, likelihoods = self.entropy_bottleneck(padded)
-        return latent_hat[:, :channels], likelihoods[:, :channels]
+        latent_hat, likelihoods = latent_hat[:, :channels], likelihoods[:, :channels]
+        if rounding == "mixed" and self.training:
+            latent_hat = latent + (self.quantize(latent) - latent).detach()
+        elif rounding not in ("noise", "mixed"):
+            raise ValueError(f"rounding must be 'noise' or 'mixed', got {rounding!r}")
+        return latent_hat, likelihoods
 
     def quantize(self, latent: torch.Tensor) -> torch.Tensor:
         """Inference: round(latent − median) + median, as the device codec quantizes."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild bundles/demo-shapes from nothing: benchmark (+ the shifted test set) → edge teacher →
 # the device's small local detector → student → bundle → report on both test sets. Re-running resumes from out/runs/ checkpoints;
-# FRESH=1 starts over. About 80 minutes on 2 CPU cores (the README says what it took).
+# FRESH=1 starts over. About 90 minutes on 2 CPU cores (the README says what it took).
 #   bash configs/demo-shapes/reproduce.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -108,6 +108,10 @@ class StudentTraining:
     # is wide the rate term cannot be lowered by the encoder at all.
     prior_lr_scale: float = 10.0
     ghnd_layers: tuple[str, ...] = ("layer2", "layer3", "layer4")  # after the split child
+    # stage 1: what the tails see of the latent. "noise": the prior's additive uniform noise
+    # (compressai's default); "mixed": the rounded latent, straight-through, while the rate still
+    # reads the noisy one — the wire rounds, so a latent trained on noise loses accuracy there.
+    rounding: Literal["noise", "mixed"] = "noise"
     slimmable: bool = True  # sandwich rule over split.widths; else the largest width only
     random_widths: int = 1  # sandwich: random middle widths per step
     stage1: Optim = field(default_factory=Optim)

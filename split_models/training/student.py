@@ -222,7 +222,7 @@ class StudentTrainer:
             for width in widths:
                 student.set_width(width)
                 latent, _ = student.head(batch.images)
-                latent_hat, likelihoods = student.prior(latent)
+                latent_hat, likelihoods = student.prior(latent, config.rounding)
                 if not entropic:  # the rate fits the prior to the latent; it never moves it
                     _, likelihoods = student.prior(latent.detach())
                 bpp = -torch.log2(likelihoods).sum() / pixels
