@@ -112,6 +112,24 @@ def _stripes(rng: Rng, height: int, width: int) -> Canvas:
     return _ramp(colour(rng), colour(rng), wave.astype(np.float32))
 
 
+# OpenCV 5 draws text on 8-bit images only. 4.x draws it on float canvases too, without
+# anti-aliasing (LINE_AA is for 8-bit images): the same pixels as an 8-bit LINE_8 mask filled with
+# the ink, which is what 5.x gets, so text looks the same on both. (Other shapes' anti-aliasing
+# still differs between them: the benchmark pins OpenCV in constraints.txt.)
+_TEXT_ON_FLOAT = int(cv2.__version__.split(".")[0]) < 5
+
+
+def _put_text(canvas: Canvas, text: str, origin: tuple[int, int], scale: float,
+              ink: tuple[float, ...], thickness: int) -> None:
+    if _TEXT_ON_FLOAT:
+        cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thickness,
+                    cv2.LINE_AA)
+        return
+    mask = np.zeros(canvas.shape[:2], np.uint8)
+    cv2.putText(mask, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness, cv2.LINE_8)
+    canvas[mask > 0] = ink
+
+
 def _clutter(rng: Rng, height: int, width: int) -> Canvas:
     """Lines, arcs, text and dots over a plain or noisy base: edges everywhere, no objects."""
     canvas = (_gradient if rng.random() < 0.5 else _value_noise_bg)(rng, height, width)
@@ -131,9 +149,8 @@ def _clutter(rng: Rng, height: int, width: int) -> Canvas:
                         start + float(rng.uniform(30, 200)), ink, thickness, cv2.LINE_AA)
         elif kind < 0.85:
             text = "".join(chr(int(c)) for c in rng.integers(65, 91, int(rng.integers(2, 8))))
-            cv2.putText(canvas, text, (int(rng.integers(width)), int(rng.integers(height))),
-                        cv2.FONT_HERSHEY_SIMPLEX, float(rng.uniform(0.3, 1.2)), ink, thickness,
-                        cv2.LINE_AA)
+            _put_text(canvas, text, (int(rng.integers(width)), int(rng.integers(height))),
+                      float(rng.uniform(0.3, 1.2)), ink, thickness)
         else:
             cv2.circle(canvas, (int(rng.integers(width)), int(rng.integers(height))),
                        int(rng.integers(1, 4)), ink, -1, cv2.LINE_AA)

@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
@@ -132,3 +133,24 @@ def test_every_style_family_draws(tmp_path: Path) -> None:
         for _ in range(6):
             rgb, alpha = objects.face(32, rng, fam, antialias=False)
             assert rgb.shape == (32, 32, 3) and alpha.max() > 0
+
+
+def test_clutter_text_draws_the_same_pixels_on_opencv_4_and_5(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # OpenCV 5 refuses text on float canvases; its path (an 8-bit mask filled with the ink) must
+    # give the pixels 4.x draws on the float canvas itself
+    from device_client.scenes import backgrounds
+
+    opencv_4 = int(cv2.__version__.split(".")[0]) < 5
+    drawn = []
+    for text_on_float in ((True, False) if opencv_4 else (False,)):
+        monkeypatch.setattr(backgrounds, "_TEXT_ON_FLOAT", text_on_float)
+        canvas = np.full((40, 120, 3), 0.2, np.float32)
+        backgrounds._put_text(canvas, "SPLIT", (4, 30), 1.0, (0.9, 0.1, 0.5), 2)
+        drawn.append(canvas)
+    inked = np.abs(drawn[-1] - 0.2).max(axis=2) > 0
+    assert 50 < inked.sum() < inked.size // 2  # letters, not a blot
+    assert np.allclose(drawn[-1][inked], (0.9, 0.1, 0.5))
+    if opencv_4:
+        np.testing.assert_array_equal(drawn[0], drawn[1])
