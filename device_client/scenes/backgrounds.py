@@ -126,7 +126,7 @@ def _put_text(canvas: Canvas, text: str, origin: tuple[int, int], scale: float,
                     cv2.LINE_AA)
         return
     mask = np.zeros(canvas.shape[:2], np.uint8)
-    cv2.putText(mask, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness, cv2.LINE_8)
+    cv2.putText(mask, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255,), thickness, cv2.LINE_8)
     canvas[mask > 0] = ink
 
 

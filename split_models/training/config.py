@@ -74,6 +74,11 @@ class Data:
     # then, on half the frames, this many of RandAugment's colour operations (hue, posterize,
     # solarize, blur, sharpness, gamma, invert, equalize, autocontrast); 0: none
     colour_ops: int = Field(default=0, ge=0, le=4)
+    # style randomization (split_models/training/style_randomization.py), each the probability a
+    # frame gets it: a random convolution re-textures it (RandConv); another frame's Fourier
+    # amplitude recolours it under its own structure (FACT's amplitude mix)
+    random_convolution: float = Field(default=0.0, ge=0.0, le=1.0)
+    amplitude_mix: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -53,7 +53,7 @@ from split_models.training.loop import (
     set_lr,
     step_generator,
 )
-from split_models.training.teacher import augment, load_teacher, set_sampling
+from split_models.training.teacher import augment_batch, load_teacher, set_sampling
 
 Features = dict[str, torch.Tensor]
 
@@ -132,10 +132,7 @@ class StudentTrainer:
         generator = step_generator(self.experiment.seed, step)
         indices = batch_indices(len(self.frames), batch_size, self.experiment.seed, step)
         frames = [self.frames[i] for i in indices]
-        data = self.experiment.data
-        frames = [augment(f, generator, data.flip, data.photometric, data.colour_ops)
-                  for f in frames]
-        return self.batch(frames)
+        return self.batch(augment_batch(frames, generator, self.experiment.data))
 
     # --- features ---------------------------------------------------------------------------
 

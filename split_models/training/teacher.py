@@ -19,7 +19,7 @@ from torch import nn
 
 from split_models.data.coco import CocoFrames, Frame, frame_label, open_frames
 from split_models.teachers import IMAGENET_MEAN, IMAGENET_STD, build_teacher, teacher_spec
-from split_models.training.config import DetectorSampling, Experiment, TeacherRef
+from split_models.training.config import Data, DetectorSampling, Experiment, TeacherRef
 from split_models.training.loop import (
     RunResult,
     batch_indices,
@@ -28,6 +28,7 @@ from split_models.training.loop import (
     set_lr,
     step_generator,
 )
+from split_models.training.style_randomization import amplitude_mix, random_convolution
 
 
 def load_teacher(ref: TeacherRef, num_classes: int | None = None) -> tuple[nn.Module, list[str]]:
@@ -140,6 +141,21 @@ def augment(
     return frame
 
 
+def augment_batch(frames: list[Frame], generator: torch.Generator, data: Data) -> list[Frame]:
+    """`augment` per frame, then style randomization (each with its own probability); a frame's
+    amplitude-mix partner is the next frame of the batch, as drawn (before augmentation)."""
+    out = [augment(f, generator, data.flip, data.photometric, data.colour_ops) for f in frames]
+    for i, frame in enumerate(out):
+        image = frame.image
+        if data.random_convolution and torch.rand(1, generator=generator) < data.random_convolution:
+            image = random_convolution(image, generator)
+        if data.amplitude_mix and torch.rand(1, generator=generator) < data.amplitude_mix:
+            image = amplitude_mix(image, frames[(i + 1) % len(frames)].image, generator)
+        if image is not frame.image:
+            out[i] = Frame(image, frame.boxes, frame.labels, frame.image_id, frame.labelled)
+    return out
+
+
 def to_float(frame: Frame) -> torch.Tensor:
     return torch.from_numpy(frame.image).permute(2, 0, 1).float() / 255.0
 
@@ -177,9 +193,7 @@ def train_teacher(experiment: Experiment, out: Path) -> RunResult:
         generator = step_generator(experiment.seed, index)
         batch = [frames[i] for i in batch_indices(len(frames), optim.batch_size,
                                                   experiment.seed, index)]
-        data = experiment.data
-        batch = [augment(f, generator, data.flip, data.photometric, data.colour_ops)
-                 for f in batch]
+        batch = augment_batch(batch, generator, experiment.data)
         if task == "detection":
             targets = [{"boxes": torch.from_numpy(f.boxes), "labels": torch.from_numpy(f.labels)}
                        for f in batch]
