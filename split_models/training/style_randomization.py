@@ -1,0 +1,58 @@
+"""Style randomization at training time: change how a frame looks, never where its objects are.
+
+Two domain-generalization augmentations from the literature, for a detector that must work on
+looks its generator never drew (issue 9's shifted set):
+
+- `random_convolution` (RandConv, Xu et al., ICLR 2021): a random 3→3 convolution of random
+  kernel size re-textures the whole frame (edges, colours, local contrast) while the shapes stay;
+  mixed with the original at a random weight.
+- `amplitude_mix` (FACT, Xu et al., CVPR 2021): the Fourier amplitude of another training frame,
+  blended into this one's, keeps this frame's phase — its structure — under that frame's
+  colours and textures.
+
+Both take their randomness from the step's torch generator, so a step's batch is the same bytes
+on every run (the training loop resumes mid-run).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+Image = npt.NDArray[np.uint8]
+
+KERNEL_SIZES = (1, 3, 5, 7)
+
+
+def random_convolution(image: Image, generator: torch.Generator) -> Image:
+    """A random convolution of the frame, rescaled to its brightness and contrast, mixed with it."""
+    size = KERNEL_SIZES[int(torch.randint(len(KERNEL_SIZES), (1,), generator=generator))]
+    # He-style scale: the output's variance stays that of the input whatever the kernel size
+    weight = torch.randn(3, 3, size, size, generator=generator) / float(np.sqrt(3 * size * size))
+    mix = float(torch.rand(1, generator=generator))
+    x = torch.from_numpy(image).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+    out = F.conv2d(F.pad(x, [size // 2] * 4, mode="reflect"), weight)
+    # per channel to zero mean / unit spread, then to the frame's own mean and spread: the new
+    # look keeps the frame's exposure, so the randomness is texture and colour, not a wash-out
+    out = (out - out.mean(dim=(2, 3), keepdim=True)) / (out.std(dim=(2, 3), keepdim=True) + 1e-6)
+    out = out * (x.std() + 1e-3) + x.mean()
+    mixed = (mix * x + (1 - mix) * out).clamp(0, 1)
+    return np.ascontiguousarray(
+        (mixed[0].permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).numpy()
+    )
+
+
+def amplitude_mix(image: Image, other: Image, generator: torch.Generator) -> Image:
+    """This frame's phase under a blend of its and `other`'s Fourier amplitudes (same size)."""
+    if image.shape != other.shape:
+        raise ValueError(f"amplitude_mix needs frames of one size, got {image.shape}, "
+                         f"{other.shape}")
+    weight = float(torch.rand(1, generator=generator))
+    spectrum = np.fft.rfft2(image.astype(np.float32), axes=(0, 1))
+    amplitude = (1 - weight) * np.abs(spectrum) + weight * np.abs(
+        np.fft.rfft2(other.astype(np.float32), axes=(0, 1)))
+    mixed = np.fft.irfft2(amplitude * np.exp(1j * np.angle(spectrum)), s=image.shape[:2],
+                          axes=(0, 1))
+    return np.ascontiguousarray(np.clip(mixed + 0.5, 0, 255).astype(np.uint8))
