@@ -51,6 +51,7 @@ from shared.errors import TeacherError
 from split_models.entropy import export_tables
 from split_models.runtime import TAIL_FORMAT
 from split_models.split import SplitModel
+from split_models.tails import LargestObject, run_tails
 from split_models.teachers import categories, teacher_spec
 
 OPSET = 17
@@ -94,7 +95,9 @@ def export_bundle(
     files.append("prefilter.onnx")
     export_tables(student.prior.entropy_bottleneck).save(out / "entropy.npz")
     save_tail(student, teachers, out / "tail.pt", label_tasks)
-    local_models = local if local is not None else teachers
+    # (a task read off the detector's answer, largest_object, is no model of its own to ship)
+    local_models = local if local is not None else {
+        task: entry for task, entry in teachers.items() if not isinstance(entry[1], LargestObject)}
     for task, (local_name, model) in local_models.items():
         teacher_name, teacher = teachers[task]
         if _num_classes(local_name, model) != _num_classes(teacher_name, teacher):
@@ -249,8 +252,10 @@ def measure_branches(
     frame = torch.from_numpy(sample)
     # a full frame offloaded runs the teachers on the edge (a label-trained task: the head and its
     # tail, counted below); `local` runs its models on the device
+    # (a task read off the detector's answer, largest_object, adds nothing to it)
     teacher_macs = sum(count_macs(_whole(task, t), frame)
-                       for task, (_, t) in teachers.items() if task not in label_tasks)
+                       for task, (_, t) in teachers.items()
+                       if task not in label_tasks and not isinstance(t, LargestObject))
     local_macs = sum(count_macs(_whole(task, m), frame)
                      for task, (_, m) in local_models.items())
     runner = HeadRunner(bundle)
@@ -268,8 +273,7 @@ def measure_branches(
 
         def tails(latent_hat: torch.Tensor = latent_hat, sizes: Any = tail_sizes) -> None:
             with torch.no_grad():
-                for tail in student.tails.values():
-                    tail(latent_hat, *sizes)
+                run_tails(student.tails, latent_hat, sizes[0], sizes[1], tuple(student.tails))
 
         student.set_width(width)
         try:
@@ -441,6 +445,8 @@ def _detector_size(teacher: nn.Module) -> dict[str, int]:
 
 
 def _num_classes(name: str, teacher: nn.Module) -> int:
+    if isinstance(teacher, LargestObject):
+        return teacher.num_classes
     if teacher_spec(name).task == "classification":
         last = [m for m in teacher.modules() if isinstance(m, nn.Linear)][-1]
         return int(last.out_features)

@@ -29,6 +29,7 @@ from shared.bundle.geometry import FrameGeometry, Size, frame_geometry
 from shared.errors import BundleError
 from shared.results import Classification, Detection, Results, detections_from_arrays
 from split_models.split import SplitConfig, SplitModel, build_student
+from split_models.tails import LargestObject, run_tails
 from split_models.teachers import IMAGENET_MEAN, IMAGENET_STD, build_teacher
 
 # The version of tail.pt's layout: export writes it, this runtime refuses any other.
@@ -108,9 +109,7 @@ class TailRuntime:
                 batch = _pad_stack([torch.from_numpy(np.asarray(latents[i])) for i in indices])
                 sizes = [tuple(input_sizes[i]) for i in indices]
                 originals = [tuple(original_sizes[i]) for i in indices]
-                outputs: dict[str, Any] = {
-                    t: self.student.tails[t](batch, sizes, originals) for t in tasks
-                }
+                outputs = run_tails(self.student.tails, batch, sizes, originals, tasks)
                 for j, i in enumerate(indices):
                     results[i] = self._result(outputs, j)
         return results
@@ -122,11 +121,17 @@ class TailRuntime:
         tasks = self._tasks(tasks)
         tensors = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images]
         outputs: dict[str, Any] = {}
+        derived = isinstance(self.teachers.get("classification"), LargestObject)
         with torch.inference_mode():
-            if "detection" in tasks:  # torchvision's own transform: normalize, resize, pad
-                detector = self.teachers["detection"]
-                outputs["detection"] = detector([t.float() / 255 for t in tensors])
-            if "classification" in tasks and "classification" in self.label_tasks:
+            detections = None
+            if "detection" in tasks or ("classification" in tasks and derived):
+                # torchvision's own transform: normalize, resize, pad
+                detections = self.teachers["detection"]([t.float() / 255 for t in tensors])
+            if "detection" in tasks:
+                outputs["detection"] = detections
+            if "classification" in tasks and derived:  # the frame label off those detections
+                outputs["classification"] = self.teachers["classification"](detections)
+            elif "classification" in tasks and "classification" in self.label_tasks:
                 outputs["classification"] = torch.cat(
                     [self._through_head("classification", t) for t in tensors])
             elif "classification" in tasks:

@@ -29,7 +29,13 @@ from torch import nn
 from shared.errors import TeacherError
 from split_models.bottleneck import Decoder, Encoder, LatentPrior
 from split_models.slimmable import set_width_index
-from split_models.tails import ClassificationTail, DetectionTail
+from split_models.tails import (
+    ClassificationTail,
+    DetectionTail,
+    LargestObject,
+    LargestObjectTail,
+    run_tails,
+)
 from split_models.teachers import IMAGENET_MEAN, IMAGENET_STD, teacher_spec
 
 _PROBE_SIZE = 128
@@ -173,14 +179,17 @@ class SplitModel(nn.Module):
             out["latent_hat"], out["likelihoods"] = self.prior(latent)
         else:
             out["latent_hat"] = self.prior.quantize(latent)
-        for task in tasks or tuple(self.tails):
-            out[task] = self.tails[task](out["latent_hat"], image_sizes, original_sizes)
+        out.update(run_tails(self.tails, out["latent_hat"], image_sizes, original_sizes,
+                             tasks or tuple(self.tails)))
         return out
 
 
 def build_student(teachers: dict[str, tuple[str, nn.Module]], config: SplitConfig) -> SplitModel:
     """A student from teachers {task: (registry name, model)}; the first one gives the head."""
     (first_task, (first_name, first_teacher)), *_ = teachers.items()
+    if isinstance(first_teacher, LargestObject):
+        raise TeacherError(f"{first_task}: largest_object reads the detection task's answer; "
+                           "the first teacher gives the head and must be a network")
     point = find_split(first_name, first_teacher, config.split_at.get(first_task))
     stem = _stem(first_teacher, point)
     encoder = Encoder(
@@ -196,7 +205,11 @@ def build_student(teachers: dict[str, tuple[str, nn.Module]], config: SplitConfi
     latent_stride = point.stem_stride * config.encoder_stride
 
     tails: dict[str, nn.Module] = {}
+    derived: dict[str, LargestObject] = {}
     for task, (name, teacher) in teachers.items():
+        if isinstance(teacher, LargestObject):  # answered from the detection tail, no decoder
+            derived[task] = teacher
+            continue
         task_point = find_split(name, teacher, config.split_at.get(task))
         upsample, remainder = divmod(latent_stride, task_point.split_stride)
         if remainder or upsample < 1:
@@ -211,6 +224,12 @@ def build_student(teachers: dict[str, tuple[str, nn.Module]], config: SplitConfi
         tails[task] = (
             DetectionTail(rest, latent_stride) if task == "detection" else ClassificationTail(rest)
         )
+    for task, rule in derived.items():
+        detection = tails.get("detection")
+        if not isinstance(detection, DetectionTail):
+            raise TeacherError(f"{task}: largest_object reads the detection task's answer, "
+                               "and this student has no detection teacher")
+        tails[task] = LargestObjectTail(detection, rule)
     prior = LatentPrior(config.latent_channels)
     return SplitModel(head, prior, tails, config, latent_stride).eval()
 

@@ -23,6 +23,7 @@ from torchvision.models import WeightsEnum
 from torchvision.models import detection as tvd
 
 from shared.errors import TeacherError
+from split_models.tails import LargestObject
 from split_models.tiny import TinyResNet, frame_classifier, small_fasterrcnn, tiny_fasterrcnn
 
 Task = Literal["detection", "classification"]
@@ -114,6 +115,10 @@ TEACHERS: dict[str, TeacherSpec] = {
         TeacherSpec(
             "frame_classifier", "classification", _tiny(frame_classifier, 6), None, "",
             "layer1", resize=72, crop=64,
+        ),
+        # no network: the frame label read off the detection task's answer (split_models/tails)
+        TeacherSpec(
+            "largest_object", "classification", _tiny(LargestObject, 6), None, "", "",
         ),
     )
 }

@@ -43,6 +43,7 @@ from split_models.data.coco import CocoFrames, Frame, Frames, frame_label, open_
 from split_models.export import export_bundle, preprocessing_for
 from split_models.slimmable import SwitchableBatchNorm2d
 from split_models.split import SplitModel, build_student, normalization
+from split_models.tails import DetectionTail, LargestObject
 from split_models.teachers import teacher_spec
 from split_models.training.config import Experiment, Optim, StudentTraining, TeacherRef
 from split_models.training.loop import (
@@ -92,11 +93,16 @@ class StudentTrainer:
         first_name, first_teacher = next(iter(self.teachers.values()))
         self.preprocess = Preprocessor(preprocessing_for(first_name, first_teacher, self.student))
         for tail in self.student.tails.values():
-            set_sampling(cast(nn.Module, tail.rest), self.config.sampling)
+            if isinstance(tail, DetectionTail):
+                set_sampling(cast(nn.Module, tail.rest), self.config.sampling)
         self.widths = self.student.config.widths
         # Tasks with a trained teacher are distilled; the others' tails learn from labels alone.
         self.distilled = tuple(t for t, ref in self.config.teachers.items() if ref.checkpoint)
-        self.label_tasks = tuple(t for t in self.teachers if t not in self.distilled)
+        # Tasks with a decoder of their own: a task read off another's answer (largest_object)
+        # has none, and nothing to learn.
+        self.decoded = tuple(t for t, (_, m) in self.teachers.items()
+                             if not isinstance(m, LargestObject))
+        self.label_tasks = tuple(t for t in self.decoded if t not in self.distilled)
         self.layers = {task: self._layers(task) for task in self.distilled}
 
     def _label_classes(self, task: str, ref: TeacherRef) -> tuple[int | None, list[str]]:
@@ -340,7 +346,7 @@ class StudentTrainer:
         switchable: list[Any] = [
             m for m in student.modules() if isinstance(m, SwitchableBatchNorm2d)
         ]
-        decoders = [self.decoder(t) for t in self.teachers]
+        decoders = [self.decoder(t) for t in self.decoded]
         with torch.no_grad():
             for index, width in enumerate(self.widths):
                 student.eval()

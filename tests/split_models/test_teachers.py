@@ -43,7 +43,8 @@ def test_bad_split_layer_lists_the_children() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(TEACHERS))
+# largest_object is no network: it reads a detection tail (tests/split_models/test_largest_object)
+@pytest.mark.parametrize("name", sorted(set(TEACHERS) - {"largest_object"}))
 def test_every_teacher_splits_and_runs(name: str) -> None:
     """Construct (random init), split at the default layer, run head and tail at a small input."""
     torch.manual_seed(0)
