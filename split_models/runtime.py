@@ -59,6 +59,10 @@ class TailRuntime:
         # Tasks whose tail learnt from labels, with no trained teacher behind it: a full frame
         # is answered by the student's own head and that tail (the split path, run here).
         self.label_tasks: tuple[str, ...] = ()
+        # A classification read off the detector's answer (largest_object): a full frame's
+        # label comes from the edge teacher's detections.
+        self.frame_label_from_detections = isinstance(teachers.get("classification"),
+                                                      LargestObject)
 
     @classmethod
     def load(cls, root: Path | str, top_k: int = 5) -> TailRuntime:
@@ -121,7 +125,7 @@ class TailRuntime:
         tasks = self._tasks(tasks)
         tensors = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images]
         outputs: dict[str, Any] = {}
-        derived = isinstance(self.teachers.get("classification"), LargestObject)
+        derived = self.frame_label_from_detections
         with torch.inference_mode():
             detections = None
             if "detection" in tasks or ("classification" in tasks and derived):
