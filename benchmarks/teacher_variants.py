@@ -35,6 +35,7 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 if importlib.util.find_spec("compressai") is None:
     # only the student's bottleneck imports it; teachers never touch it
@@ -47,12 +48,14 @@ import numpy as np
 
 SHM = Path(os.environ.get("TEACHER_VARIANTS_TMP", "/dev/shm/teacher_variants"))
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "rc50": {"random_convolution": 0.5},
     "rc80": {"random_convolution": 0.8},
     "am50": {"amplitude_mix": 0.5},
     "rc50am50": {"random_convolution": 0.5, "amplitude_mix": 0.5},
+    # the same detector at 1.5x the channels (backbone, FPN, box head): capacity, not data
+    "wide": {"model": {"widths": (24, 48, 96, 192), "fpn_channels": 48, "representation": 192}},
 }
 
 
@@ -176,6 +179,7 @@ def train(variant: str, args: argparse.Namespace) -> None:
     from torch import nn
 
     from split_models.teachers import build_teacher
+    from split_models.tiny import tiny_fasterrcnn
     from split_models.training.config import Data, DetectorSampling, Optim
     from split_models.training.loop import lr_at, make_optimizer, set_lr
     from split_models.training.teacher import set_detector_size, set_sampling
@@ -190,11 +194,14 @@ def train(variant: str, args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(2)
     torch.backends.cudnn.benchmark = True
-    data = Data(train="-", colour_ops=2, **VARIANTS[variant])
+    styles = {k: v for k, v in VARIANTS[variant].items() if k != "model"}
+    data = Data(train="-", colour_ops=2, **styles)
     optim = Optim(steps=args.steps, batch_size=4, lr=0.02, optimizer="sgd", weight_decay=1e-4,
                   warmup_steps=100)
     torch.manual_seed(0)
-    model = build_teacher("tiny_fasterrcnn", None, 6)
+    shape = VARIANTS[variant].get("model")
+    model = (tiny_fasterrcnn(6, 240, 320, **shape) if shape
+             else build_teacher("tiny_fasterrcnn", None, 6))
     set_detector_size(model, 240, 320)
     set_sampling(model, DetectorSampling())
     model.to(device).train()
