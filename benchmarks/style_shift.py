@@ -45,14 +45,14 @@ def probes() -> dict[str, SceneConfig]:
     return found
 
 
-def evaluate(detector: torch.nn.Module, config: SceneConfig, frames: int) -> dict[str, Any]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+PROBE_SALT = 77  # every probe draws frame i from seeds (0, PROBE_SALT, i)
 
+
+def evaluate(detector: torch.nn.Module, config: SceneConfig, frames: int) -> dict[str, Any]:
     images, truth, found = [], [], []
     false_on_empty, empty = 0, 0
     for index in range(frames):
-        scene = render_scene(np.random.default_rng([0, 77, index]), config)
+        scene = render_scene(np.random.default_rng([0, PROBE_SALT, index]), config)
         images.append({"id": index, "height": config.height, "width": config.width})
         for placed in scene.objects:
             truth.append({"id": len(truth) + 1, "image_id": index, "category_id": placed.label + 1,
@@ -63,14 +63,29 @@ def evaluate(detector: torch.nn.Module, config: SceneConfig, frames: int) -> dic
         if not scene.objects:
             empty += 1
             false_on_empty += int((out["scores"] >= SCORE).sum())
-        for box, score, label in zip(out["boxes"].tolist(), out["scores"].tolist(),
-                                     out["labels"].tolist(), strict=True):
-            found.append({"image_id": index, "category_id": int(label), "score": float(score),
-                          "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
+        found += detections_as_coco(index, out)
     fd_per_empty = round(false_on_empty / max(empty, 1), 2)
+    map_, map50, per_class = coco_scores(images, truth, found)
+    return {"map": round(map_, 3), "map50": round(map50, 3), "fd_per_empty": fd_per_empty,
+            "per_class": per_class}
+
+
+def detections_as_coco(image_id: int, out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """A torchvision detector's answer for one frame as COCO results (xywh boxes)."""
+    return [{"image_id": image_id, "category_id": int(label), "score": float(score),
+             "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]}
+            for box, score, label in zip(out["boxes"].tolist(), out["scores"].tolist(),
+                                         out["labels"].tolist(), strict=True)]
+
+
+def coco_scores(images: list[dict[str, Any]], truth: list[dict[str, Any]],
+                found: list[dict[str, Any]]) -> tuple[float, float, dict[str, float | None]]:
+    """(mAP@[.5:.95], mAP@.5, AP per class) of COCO results against COCO annotations."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     if not found:
-        return {"map": 0.0, "map50": 0.0, "fd_per_empty": fd_per_empty,
-                "per_class": dict.fromkeys(CLASSES, 0.0)}
+        return 0.0, 0.0, dict.fromkeys(CLASSES, 0.0)
     dataset = {"images": images, "annotations": truth,
                "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -82,13 +97,12 @@ def evaluate(detector: torch.nn.Module, config: SceneConfig, frames: int) -> dic
         evaluation.accumulate()
         evaluation.summarize()
     precision = evaluation.eval["precision"][:, :, :, 0, 2]  # IoU × recall × class, all areas
-    per_class = {}
+    per_class: dict[str, float | None] = {}
     for k, name in enumerate(CLASSES):
         valid = precision[:, :, k][precision[:, :, k] > -1]
         per_class[name] = round(float(valid.mean()), 3) if valid.size else None
-    return {"map": round(max(float(evaluation.stats[0]), 0.0), 3),
-            "map50": round(max(float(evaluation.stats[1]), 0.0), 3),
-            "fd_per_empty": fd_per_empty, "per_class": per_class}
+    return (max(float(evaluation.stats[0]), 0.0), max(float(evaluation.stats[1]), 0.0),
+            per_class)
 
 
 def main() -> None:

@@ -23,10 +23,8 @@ imports it, so a stand-in is installed when it is missing); the shipped recipe r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
-import io
 import json
 import multiprocessing as mp
 import os
@@ -59,11 +57,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _render(job: tuple[int, int, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from device_client.scenes import SceneConfig, render_scene
+def _render(job: tuple[int, int, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame `index` of a set drawn with seeds (0, salt, index) and a SceneConfig."""
+    from device_client.scenes import render_scene
 
-    salt, index, styles = job
-    scene = render_scene(np.random.default_rng([0, salt, index]), SceneConfig(styles=styles))
+    salt, index, config = job
+    scene = render_scene(np.random.default_rng([0, salt, index]), config)
     boxes, labels = [], []
     for placed in scene.objects:
         x, y, w, h = placed.box
@@ -75,9 +74,9 @@ def _render(job: tuple[int, int, str]) -> tuple[np.ndarray, np.ndarray, np.ndarr
             np.array(labels, np.int64))
 
 
-def generate(name: str, salt: int, count: int, styles: str, pool: mp.pool.Pool) -> None:
+def generate(name: str, salt: int, count: int, config: Any, pool: mp.pool.Pool) -> None:
     started = time.time()
-    rows = pool.map(_render, [(salt, i, styles) for i in range(count)], chunksize=16)
+    rows = pool.map(_render, [(salt, i, config) for i in range(count)], chunksize=16)
     np.save(SHM / f"{name}_images.npy", np.stack([r[0] for r in rows]))
     save_targets(name, [(r[1], r[2]) for r in rows])
     print(f"data {name}: {count} frames in {time.time() - started:.0f} s", flush=True)
@@ -125,13 +124,13 @@ class Steps:
 
 def evaluate(model: object, name: str, device: str, frames: int) -> dict[str, object]:
     import torch
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
-    from device_client.scenes import CLASSES
+    from benchmarks.style_shift import SCORE, coco_scores, detections_as_coco
 
     images, targets = load(name)
-    truth, found, info = [], [], []
+    truth: list[dict[str, Any]] = []
+    found: list[dict[str, Any]] = []
+    info = []
     empty = false_on_empty = 0
     with torch.inference_mode():
         for start in range(0, min(frames, len(images)), 25):
@@ -148,30 +147,11 @@ def evaluate(model: object, name: str, device: str, frames: int) -> dict[str, ob
                                   "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
                 if len(labels) == 0:
                     empty += 1
-                    false_on_empty += int((out["scores"] >= 0.5).sum())
-                for box, score, label in zip(out["boxes"].tolist(), out["scores"].tolist(),
-                                             out["labels"].tolist(), strict=True):
-                    found.append({"image_id": i, "category_id": int(label), "score": score,
-                                  "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
-    result: dict[str, object] = {"fd_per_empty": round(false_on_empty / max(empty, 1), 2)}
-    if not found:
-        return {**result, "map": 0.0, "map50": 0.0}
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = {"images": info, "annotations": truth,
-                      "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]}
-        gt.createIndex()
-        ev = COCOeval(gt, gt.loadRes(found), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    precision = ev.eval["precision"][:, :, :, 0, 2]
-    per_class = {}
-    for k, cls in enumerate(CLASSES):
-        valid = precision[:, :, k][precision[:, :, k] > -1]
-        per_class[cls] = round(float(valid.mean()), 3) if valid.size else None
-    return {**result, "map": round(float(ev.stats[0]), 4), "map50": round(float(ev.stats[1]), 4),
-            "per_class": per_class}
+                    false_on_empty += int((out["scores"] >= SCORE).sum())
+                found += detections_as_coco(i, {k: v.cpu() for k, v in out.items()})
+    map_, map50, per_class = coco_scores(info, truth, found)
+    return {"fd_per_empty": round(false_on_empty / max(empty, 1), 2), "map": round(map_, 4),
+            "map50": round(map50, 4), "per_class": per_class}
 
 
 def train(variant: str, args: argparse.Namespace) -> None:
@@ -266,31 +246,18 @@ def main() -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     SHM.mkdir(parents=True, exist_ok=True)
     if not args.skip_data:
-        import dataclasses as dc
+        from benchmarks.style_shift import PROBE_SALT, probes
+        from device_client.scenes import SceneConfig
 
-        from benchmarks.style_shift import probes  # the diagnostic mixes, as the report's
-
+        found = probes()
         with mp.get_context("fork").Pool(args.pool) as pool:
-            generate("train", 1, args.train, "train", pool)
-            generate("test", 3, args.eval_frames, "train", pool)
-            generate("shifted", 1003, args.eval_frames, "shifted", pool)
-        # the part-wise probes render their own configs: reuse _render via a salt per probe
-        for name, probe in (("shifted_bg", "shifted backgrounds"),
-                            ("shifted_fills", "shifted fills")):
-            config = probes()[probe]
-            from device_client.scenes import render_scene
-
-            rows = []
-            for i in range(args.eval_frames):
-                scene = render_scene(np.random.default_rng([0, 77, i]), dc.replace(config))
-                b = [[o.box[0], o.box[1], o.box[0] + o.box[2], o.box[1] + o.box[3]]
-                     for o in scene.objects if o.box[2] >= 1 and o.box[3] >= 1]
-                lab = [o.label + 1 for o in scene.objects if o.box[2] >= 1 and o.box[3] >= 1]
-                rows.append((scene.image, np.array(b, np.float32).reshape(-1, 4),
-                             np.array(lab, np.int64)))
-            np.save(SHM / f"{name}_images.npy", np.stack([r[0] for r in rows]))
-            save_targets(name, [(r[1], r[2]) for r in rows])
-            print(f"data {name}: {len(rows)} frames", flush=True)
+            generate("train", 1, args.train, SceneConfig(), pool)
+            generate("test", 3, args.eval_frames, SceneConfig(), pool)
+            generate("shifted", 1003, args.eval_frames, SceneConfig(styles="shifted"), pool)
+            # the part-wise probes, on style_shift's own seeds
+            generate("shifted_bg", PROBE_SALT, args.eval_frames, found["shifted backgrounds"],
+                     pool)
+            generate("shifted_fills", PROBE_SALT, args.eval_frames, found["shifted fills"], pool)
     if args.check:
 
         from split_models.teachers import build_teacher
