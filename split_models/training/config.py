@@ -113,6 +113,12 @@ class StudentTraining:
     # is wide the rate term cannot be lowered by the encoder at all.
     prior_lr_scale: float = 10.0
     ghnd_layers: tuple[str, ...] = ("layer2", "layer3", "layer4")  # after the split child
+    # The distortion's weight at feature positions away from every object (labelled data): 1 is
+    # ghnd's plain MSE everywhere. Below 1 the encoder may code background coarsely, which the
+    # tails need only to tell it is background, and spend its bits on the objects; positions
+    # within an object's box grown by `object_margin` of its size (at least 8 px) weigh 1.
+    background_weight: float = 1.0
+    object_margin: float = 0.25
     # stage 1: what the tails see of the latent. "noise": the prior's additive uniform noise
     # (compressai's default); "mixed": the rounded latent, straight-through, while the rate still
     # reads the noisy one — the wire rounds, so a latent trained on noise loses accuracy there.
@@ -135,6 +141,11 @@ class StudentTraining:
     local: dict[str, TeacherRef] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.background_weight <= 1.0:
+            raise ConfigError(
+                f"student.background_weight: {self.background_weight}, expected 0 … 1")
+        if self.object_margin < 0:
+            raise ConfigError(f"student.object_margin: {self.object_margin}, expected ≥ 0")
         if isinstance(self.rate_lambda, tuple) and len(self.rate_lambda) != len(
             self.split.widths
         ):

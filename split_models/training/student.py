@@ -5,6 +5,7 @@
               ghnd:      losses at the split point and `ghnd_layers` after it
               entropic:  ghnd's distortion + λ · bits per pixel (compressai's EntropyBottleneck,
                          its aux loss on a separate optimizer)
+              background_weight < 1: the distortion discounted away from the labelled objects
               slimmable: each step runs the smallest, the largest and `random_widths` random
                          widths (the sandwich rule), each distilled from the teacher
     BN        statistics recalibrated per width (encoder and decoders)
@@ -180,10 +181,37 @@ class StudentTrainer:
         container = self.tail_container(task)
         return _collect(container, self.layers[task], lambda: container(latent_hat))
 
-    def distortion(self, task: str, latent_hat: torch.Tensor, target: Features) -> torch.Tensor:
+    def distortion(self, task: str, latent_hat: torch.Tensor, target: Features,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+        """ghnd's MSE summed over the compared layers; with `weights` (position_weights) each
+        position's squared error is scaled by the mean weight of the input pixels it covers (the
+        maximum would make nearly every position of a stride-32 layer an object's)."""
         found = self.student_features(task, latent_hat)
-        return sum((F.mse_loss(found[k], target[k]) for k in self.layers[task]),
-                   torch.zeros(()))
+        total = torch.zeros(())
+        for name in self.layers[task]:
+            if weights is None:
+                total = total + F.mse_loss(found[name], target[name])
+            else:
+                scale = F.adaptive_avg_pool2d(weights, found[name].shape[-2:])
+                total = total + (scale * (found[name] - target[name]).square()).mean()
+        return total
+
+    def position_weights(self, batch: Batch) -> torch.Tensor | None:
+        """(B, 1, H, W) distortion weights over the head input: 1 on each object's box grown by
+        `object_margin` (at least 8 px a side), `background_weight` elsewhere. None where the
+        distortion is plain MSE (weight 1 everywhere, or frames without boxes to say where)."""
+        config = self.config
+        if config.background_weight >= 1.0 or not batch.labelled:
+            return None
+        count, height, width = batch.images.shape[:3]
+        weights = torch.full((count, 1, height, width), config.background_weight)
+        for k, target in enumerate(batch.targets):
+            for x0, y0, x1, y1 in target["boxes"].tolist():
+                grow_x = max(8.0, config.object_margin * (x1 - x0))
+                grow_y = max(8.0, config.object_margin * (y1 - y0))
+                weights[k, 0, max(0, int(y0 - grow_y)):max(0, int(y1 + grow_y + 1)),
+                        max(0, int(x0 - grow_x)):max(0, int(x1 + grow_x + 1))] = 1.0
+        return weights
 
     def sandwich(self, step: int) -> list[float]:
         if not self.config.slimmable or len(self.widths) == 1:
@@ -218,6 +246,7 @@ class StudentTrainer:
             set_lr(optimizer, lr)
             batch = self.train_batch(index, config.stage1.batch_size)
             targets = self.teacher_features(batch)
+            weights = self.position_weights(batch)
             pixels = batch.images.shape[0] * batch.images.shape[1] * batch.images.shape[2]
             optimizer.zero_grad(set_to_none=True)
             widths = self.sandwich(index)
@@ -229,7 +258,7 @@ class StudentTrainer:
                 if not entropic:  # the rate fits the prior to the latent; it never moves it
                     _, likelihoods = student.prior(latent.detach())
                 bpp = -torch.log2(likelihoods).sum() / pixels
-                distortion = sum((self.distortion(t, latent_hat, targets[t])
+                distortion = sum((self.distortion(t, latent_hat, targets[t], weights)
                                   for t in self.distilled), torch.zeros(()))
                 weight = config.lambda_at(width) if entropic else 1.0
                 loss = (distortion + weight * bpp) / len(widths)
@@ -260,6 +289,7 @@ class StudentTrainer:
             set_lr(optimizer, lr)
             batch = self.train_batch(index, optim.batch_size)
             targets = self.teacher_features(batch)
+            weights = self.position_weights(batch)
             optimizer.zero_grad(set_to_none=True)
             widths = self.sandwich(index)
             logged = {"distortion": 0.0, "task": 0.0}
@@ -268,7 +298,7 @@ class StudentTrainer:
                 with torch.no_grad():
                     latent_hat = student.prior.quantize(student.head(batch.images)[0])
                 tails.train()
-                distortion = sum((self.distortion(t, latent_hat, targets[t])
+                distortion = sum((self.distortion(t, latent_hat, targets[t], weights)
                                   for t in self.distilled), torch.zeros(()))
                 task_loss = torch.zeros(())
                 if config.task_loss and batch.labelled:

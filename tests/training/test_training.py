@@ -70,6 +70,37 @@ def test_student_stage1_loss_drops(shapes: Path, det_teacher: Path, tmp_path: Pa
     assert _dropped(result.history, "loss" if method == "entropic" else "distortion")
 
 
+def test_background_weight_discounts_errors_away_from_objects(shapes: Path, det_teacher: Path,
+                                                              tmp_path: Path) -> None:
+    plain = StudentTrainer(_student(shapes, det_teacher, tmp_path / "a", "entropic"), tmp_path)
+    weighted = StudentTrainer(_student(shapes, det_teacher, tmp_path / "b", "entropic",
+                                       background_weight=0.1, object_margin=0.0), tmp_path)
+    batch = weighted.train_batch(0, 4)
+    assert plain.position_weights(batch) is None  # weight 1 everywhere: ghnd's plain MSE
+    weights = weighted.position_weights(batch)
+    assert weights is not None and weights.shape == (4, 1, *batch.images.shape[1:3])
+    x0, y0, x1, y1 = (int(v) for v in batch.targets[0]["boxes"][0].tolist())
+    assert weights[0, 0, (y0 + y1) // 2, (x0 + x1) // 2] == 1.0  # inside an object
+    assert torch.isclose(weights.min(), torch.tensor(0.1))  # background somewhere
+
+    # the same error costs less on background than on an object
+    with torch.no_grad():
+        latent = weighted.student.prior.quantize(weighted.student.head(batch.images)[0])
+        found = weighted.student_features("detection", latent)
+        name = weighted.layers["detection"][0]
+        pooled = torch.nn.functional.adaptive_avg_pool2d(weights, found[name].shape[-2:])
+        outcomes = {}
+        for where, chosen in (("object", pooled > 0.9), ("background", pooled < 0.2)):
+            shifted = {k: v.detach().clone() for k, v in found.items()}
+            position = chosen[0, 0].nonzero()[0]
+            shifted[name][0, :, position[0], position[1]] += 1.0
+            outcomes[where] = float(weighted.distortion("detection", latent, shifted, weights))
+            assert torch.isclose(  # weight 1 everywhere is the plain MSE
+                weighted.distortion("detection", latent, shifted, torch.ones_like(weights)),
+                weighted.distortion("detection", latent, shifted, None))
+    assert outcomes["background"] < outcomes["object"]
+
+
 def test_student_pipeline_exports_a_bundle_that_infers(shapes: Path, det_teacher: Path,
                                                        tmp_path: Path) -> None:
     bundle_dir = tmp_path / "bundle"
@@ -130,6 +161,9 @@ def test_student_pipeline_exports_a_bundle_that_infers(shapes: Path, det_teacher
         assert {r["method"] for r in entry["rows"]} == {
             "split", "split+gate", "raw", "local", "jpeg", "jpeg444", "webp"}
         assert all(r["false_per_empty"] is not None for r in entry["rows"])
+        # bytes as the device's stream sends them: after the first frame only what changed
+        sent = [r for r in entry["rows"] if r["method"] in ("split", "jpeg")]
+        assert all(0 < r["kb_per_frame"] < r["extra"]["kb_whole"] for r in sent)
         assert entry["summary"]["students"][0]["best_kb_at_map"] is None or (
             entry["summary"]["students"][0]["best_kb_at_map"] > 0)
     assert (tmp_path / "report" / "rate_accuracy.png").stat().st_size > 0
