@@ -192,7 +192,8 @@ class StudentTrainer:
             if weights is None:
                 total = total + F.mse_loss(found[name], target[name])
             else:
-                scale = F.adaptive_avg_pool2d(weights, found[name].shape[-2:])
+                height, width = found[name].shape[-2:]
+                scale = F.adaptive_avg_pool2d(weights, (height, width))
                 total = total + (scale * (found[name] - target[name]).square()).mean()
         return total
 
