@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,14 @@ MARGIN, MIN_MARGIN = 0.25, 8.0  # as student.object_margin and position_weights
 ESCAPE_BITS = 16.0  # an escaped symbol: its overflow entry, at least
 
 
-def position_bits(runner: HeadRunner, symbols: npt.NDArray[np.int32]) -> npt.NDArray[np.float64]:
-    """(H, W) bits of each position's symbols under the prior (channels summed)."""
-    tables = runner.codec.tables
-    pmfs = tables.pmfs()
+def position_bits(pmfs: Sequence[npt.NDArray[np.float64]], offsets: npt.NDArray[np.int32],
+                  symbols: npt.NDArray[np.int32]) -> npt.NDArray[np.float64]:
+    """(H, W) bits of each position's symbols under the prior (channels summed): per channel,
+    its pmf over symbol - offset (the codec tables' `pmfs()` and `offset`)."""
     bits = np.zeros(symbols.shape[1:])
     for channel in range(symbols.shape[0]):
         pmf = pmfs[channel]
-        index = symbols[channel] - tables.offset[channel]
+        index = symbols[channel] - offsets[channel]
         inside = (index >= 0) & (index < len(pmf))
         p = pmf[np.clip(index, 0, len(pmf) - 1)]
         bits += np.where(inside, -np.log2(np.maximum(p, 1e-12)), ESCAPE_BITS)
@@ -63,6 +64,8 @@ def bits_by_region(bundle: Path, data: Path, frames: int) -> list[dict[str, Any]
     runner = HeadRunner.load(bundle, threads=1)
     coco = CocoFrames(data)
     count = min(frames, len(coco))
+    tables = runner.codec.tables
+    pmfs, offsets = tables.pmfs(), tables.offset  # once: the prior is the same for every frame
     rows = []
     for width in runner.widths:
         runner.set_width(width)
@@ -81,7 +84,7 @@ def bits_by_region(bundle: Path, data: Path, frames: int) -> list[dict[str, Any]
                      geometry.resized[1] / geometry.original[1])
             on_objects = object_positions(frame, (symbols.shape[1], symbols.shape[2]), stride,
                                           scale)
-            cost = position_bits(runner, symbols)
+            cost = position_bits(pmfs, offsets, symbols)
             for region, where in (("objects", on_objects), ("background", ~on_objects)):
                 bits[region] += float(cost[where].sum())
                 positions[region] += int(where.sum())
