@@ -7,7 +7,8 @@ is its symbols' information content under the bundle's factorized prior (what th
 writes, to within its flush words; an escaped symbol costs its overflow entry). A position is an
 object's when it overlaps a labelled box grown by a quarter of its size (at least 8 px a side),
 the margin `student.background_weight` trains with. Prints, per width, bytes per frame on objects
-and on background, their positions and bits per position, and the coded payload for comparison.
+and on background, their positions and bits per position, and the coded payload for comparison
+(every position coded: a bundle with regions of interest sends less, see `benchmarks.regions`).
 
 Why it exists: the factorized prior codes every position alike, so a latent that keeps background
 texture pays for it on every frame (bundle v5: ~70 % of the bytes are background, at almost the
@@ -47,14 +48,16 @@ def position_bits(pmfs: Sequence[npt.NDArray[np.float64]], offsets: npt.NDArray[
 
 
 def object_positions(frame: Frame, shape: tuple[int, int], stride: int,
-                     scale: tuple[float, float]) -> npt.NDArray[np.bool_]:
-    """(H, W) True where a latent position overlaps a grown labelled box."""
+                     scale: tuple[float, float], margin: float = MARGIN,
+                     least: float = MIN_MARGIN) -> npt.NDArray[np.bool_]:
+    """(H, W) True where a cell of `stride` px overlaps a labelled box grown by `margin` of its
+    size (at least `least` px a side)."""
     mask = np.zeros(shape, bool)
     scale_y, scale_x = scale
     for x0, y0, x1, y1 in frame.boxes:
         x0, x1, y0, y1 = x0 * scale_x, x1 * scale_x, y0 * scale_y, y1 * scale_y
-        grow_x = max(MIN_MARGIN, MARGIN * (x1 - x0))
-        grow_y = max(MIN_MARGIN, MARGIN * (y1 - y0))
+        grow_x = max(least, margin * (x1 - x0))
+        grow_y = max(least, margin * (y1 - y0))
         mask[max(0, int((y0 - grow_y) // stride)):max(0, int((y1 + grow_y) // stride) + 1),
              max(0, int((x0 - grow_x) // stride)):max(0, int((x1 + grow_x) // stride) + 1)] = True
     return mask
@@ -88,7 +91,7 @@ def bits_by_region(bundle: Path, data: Path, frames: int) -> list[dict[str, Any]
             for region, where in (("objects", on_objects), ("background", ~on_objects)):
                 bits[region] += float(cost[where].sum())
                 positions[region] += int(where.sum())
-            payload += output.payload.nbytes
+            payload += runner.codec.encode(latent).nbytes  # every position, as the bits are
         row: dict[str, Any] = {"width": width, "frames": count,
                                "payload_bytes": payload / count}
         for region in bits:

@@ -180,6 +180,10 @@ class PrefilterConfig(_Section):
     # false reads the head's own score and skips only the encode and the send.
     gate: bool = True
     threshold: float | None = Field(default=None, ge=0, le=1, description="None: the manifest's")
+    # regions=true codes only the latent cells where the head sees objects, when the bundle has a
+    # region head (manifest `regions`); false codes every position (more bytes, same answers on
+    # the objects; for a tail that needs the background).
+    regions: bool = True
 
 
 FailureAction = Literal["fallback", "drop"]

@@ -63,7 +63,7 @@ def build_runners(
             f"{available}); install the onnxruntime build for this device (see deploy/README.md) "
             "or use CPUExecutionProvider"
         )
-    head = HeadRunner(bundle, config.threads, config.providers)
+    head = HeadRunner(bundle, config.threads, config.providers, config.prefilter.regions)
     local = (
         LocalRunner(bundle, config.threads, config.providers)
         if bundle.manifest.local_files

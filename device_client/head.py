@@ -12,6 +12,11 @@ The pipeline runs the same steps in two calls, because the branch is chosen betw
 own score, entropy coding) only for frames that take a split branch. `run` is the two together.
 `head`, `prefilter` and `codec` stay public for tools that time or compare the raw graphs.
 
+Regions of interest: when the manifest has `regions`, the head's `regions` output
+(P(object) per cell) picks the cells that are coded; the rest of the latent is left out of the
+payload and reaches the edge as the prior's medians (shared.codecs.Regions). `use_regions=False`
+codes every position.
+
 Gating: with `gate=True` the small prefilter graph (stem + prefilter) runs first and the head only
 when the score reaches the manifest's threshold; otherwise the head's own score output is used
 and the frame is always encoded. The stem then runs twice for frames that pass, so gating pays
@@ -33,7 +38,7 @@ import onnxruntime as ort
 
 from device_client.preprocess import HeadInput, Image, Preprocessor
 from shared.bundle import Bundle, load_bundle
-from shared.codecs import FactorizedAnsCodec, FactorizedTables, Payload
+from shared.codecs import FactorizedAnsCodec, FactorizedTables, Payload, Regions
 from shared.errors import BundleError
 
 
@@ -83,7 +88,11 @@ class HeadRunner:
     """All heads of one bundle, ready at once; `set_width` switches between them for free."""
 
     def __init__(
-        self, bundle: Bundle, threads: int | None = None, providers: Sequence[str] = CPU_ONLY
+        self,
+        bundle: Bundle,
+        threads: int | None = None,
+        providers: Sequence[str] = CPU_ONLY,
+        use_regions: bool = True,
     ) -> None:
         manifest = bundle.manifest
         self.bundle = bundle
@@ -96,6 +105,15 @@ class HeadRunner:
         self.gate_session = make_session(bundle.path(manifest.prefilter.file), threads, providers)
         self.codec = FactorizedAnsCodec(FactorizedTables.load(bundle.path(manifest.entropy_file)))
         self.width = max(self.widths)
+        self.regions = manifest.regions if use_regions else None
+        # per width: the cells at or above this are coded (the manifest's validator ensures one
+        # per head when it codes regions)
+        self.region_thresholds = {h.width: h.regions_threshold or 0.0 for h in manifest.heads}
+        if self.regions is not None:
+            for head_width, session in self.sessions.items():
+                if [o.name for o in session.get_outputs()][2:3] != ["regions"]:
+                    raise BundleError(f"the manifest codes regions, but the width {head_width} "
+                                      "head has no `regions` output")
 
     @classmethod
     def load(cls, root: Path | str, threads: int | None = None) -> HeadRunner:
@@ -111,9 +129,10 @@ class HeadRunner:
         measured = {}
         for head_width in self.widths:
             self.width = head_width
-            self.codec.encode(self.head(image)[0])
-            start = time.perf_counter()
-            self.codec.encode(self.head(image)[0])
+            for _ in range(2):
+                start = time.perf_counter()
+                latent, _, _ = self.head_with_regions(image)
+                self.codec.encode(latent)  # every position: the most a frame's coding costs
             measured[head_width] = (time.perf_counter() - start) * 1e3
         self.width = current
         return measured
@@ -126,8 +145,19 @@ class HeadRunner:
 
     def head(self, image: Image) -> tuple[npt.NDArray[np.float32], float]:
         """(latent (C, H, W) pre-quantization, prefilter score) for a preprocessed image."""
-        latent, score = self.sessions[self.width].run(None, {"image": image})
+        latent, score = self.sessions[self.width].run(None, {"image": image})[:2]
         return latent[0], float(score.reshape(-1)[0])
+
+    def head_with_regions(
+        self, image: Image
+    ) -> tuple[npt.NDArray[np.float32], float, Regions | None]:
+        """`head`, plus the cells to code (None: all of them, when the bundle has no regions)."""
+        outputs = self.sessions[self.width].run(None, {"image": image})
+        latent, score = outputs[0][0], float(outputs[1].reshape(-1)[0])
+        if self.regions is None:
+            return latent, score, None
+        cells = outputs[2][0, 0] >= self.region_thresholds[self.width]
+        return latent, score, Regions(cells, self.regions.cell)
 
     def prefilter(self, image: Image) -> float:
         (score,) = self.gate_session.run(None, {"image": image})
@@ -154,14 +184,14 @@ class HeadRunner:
             self.set_width(width)
         timings = dict(prepared.timings_ms)
         started = time.perf_counter()
-        latent, score = self.head(prepared.head_input.image)
+        latent, score, regions = self.head_with_regions(prepared.head_input.image)
         timings["head"] = _since(started)
         if prepared.gate_score is not None:
             score = prepared.gate_score
         elif threshold is not None and score < threshold:
             return HeadOutput(prepared.head_input, score, None, None, timings)
         started = time.perf_counter()
-        payload = self.codec.encode(latent)
+        payload = self.codec.encode(latent, regions)
         timings["encode"] = _since(started)
         return HeadOutput(prepared.head_input, score, latent, payload, timings)
 

@@ -26,8 +26,8 @@ from shared.bundle.manifest import (
     Manifest,
     MinMaxSideResize,
 )
-from shared.codecs import CodecId
-from shared.errors import InvalidRequest
+from shared.codecs import CodecId, Regions
+from shared.errors import CodecError, InvalidRequest
 
 Size = tuple[int, int]  # (height, width)
 
@@ -78,11 +78,26 @@ class LatentPlausibility:
             self._check_ans(expected, strings)
 
     def _check_ans(self, shape: tuple[int, int, int], strings: tuple[bytes, ...]) -> None:
-        if len(strings) != 2:
-            raise InvalidRequest(f"a FACTORIZED_ANS latent has 2 byte strings, got {len(strings)}")
+        regions = self.manifest.regions
+        allowed = (2, 3) if regions is not None else (2,)
+        if len(strings) not in allowed:
+            raise InvalidRequest(
+                f"a FACTORIZED_ANS latent of this bundle has {' or '.join(map(str, allowed))} "
+                f"byte strings (the third: its regions), got {len(strings)}")
         channels, height, width = shape
-        symbols = channels * height * width
-        words, escapes = strings
+        positions = height * width
+        if len(strings) == 3:  # only the regions' positions are coded: the floor is theirs
+            assert regions is not None
+            try:
+                coded = Regions.from_bytes(strings[2], height, width)
+            except CodecError as exc:
+                raise InvalidRequest(f"regions: {exc}") from exc
+            if coded.cell != regions.cell:
+                raise InvalidRequest(f"regions of cell {coded.cell}: this bundle's head marks "
+                                     f"cells of {regions.cell}")
+            positions = int(coded.positions(height, width).sum())
+        symbols = channels * positions
+        words, escapes = strings[:2]
         if len(words) > symbols * _ANS_MAX_BITS_PER_SYMBOL // 8 + _ANS_STATE_BITS // 8:
             raise InvalidRequest(
                 f"ANS stream of {len(words)} bytes for {symbols} symbols: more than any latent "
@@ -92,7 +107,7 @@ class LatentPlausibility:
             raise InvalidRequest(f"escape stream of {len(escapes)} bytes for {symbols} symbols")
         if len(self.min_bits_per_symbol) < channels:
             return
-        needed_bits = height * width * sum(self.min_bits_per_symbol[:channels])
+        needed_bits = positions * sum(self.min_bits_per_symbol[:channels])
         # Half the information bound, in whole words: the bound is exact for the coder's
         # quantized tables only up to rounding; a real stream is many times longer.
         floor = 4 * math.floor(max(0.0, needed_bits / 2 - _ANS_STATE_BITS) / 32)

@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from device_client.head import HeadRunner
+from device_client.head import HeadRunner, Prepared
 from device_client.local import LocalRunner
 from device_client.preprocess import Preprocessor
 from shared.bundle import (
@@ -41,6 +42,7 @@ from shared.bundle import (
     MinMaxSideResize,
     PrefilterSpec,
     Preprocessing,
+    RegionsSpec,
     Task,
     load_bundle,
     write_manifest,
@@ -72,15 +74,21 @@ def export_bundle(
     name: str,
     version: str = "0",
     prefilter_threshold: float = 0.0,
+    regions_thresholds: dict[float, float] | None = None,
     sample: npt.NDArray[np.uint8] | None = None,
     repeats: int = 5,
     local: dict[str, tuple[str, nn.Module]] | None = None,
     label_tasks: tuple[str, ...] = (),
 ) -> Path:
     """Write the bundle and return its directory. `sample` (HxWx3 uint8 RGB) is the frame the
-    branch figures are measured on (default: a mid-grey 480x640 frame). `local`: the device's own
-    models per task (default: the teachers themselves). `label_tasks`: tasks whose tail learnt
-    from labels, with no trained teacher: the edge answers their full frames through the head."""
+    branch figures are measured on (default: a mid-grey 480x640 frame). `regions_thresholds`:
+    per width, the device codes only the region cells scoring at least this (None: every
+    position; the student needs a region head).
+    `local`: the device's own models per task (default: the teachers themselves).
+    `label_tasks`: tasks whose tail learnt from labels, with no trained teacher: the edge answers
+    their full frames through the head."""
+    if regions_thresholds and student.head.regions is None:
+        raise ValueError("regions thresholds need a student with a region head")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     student = student.eval()
@@ -123,10 +131,12 @@ def export_bundle(
             stride=student.latent_stride,
         ),
         heads=tuple(
-            HeadFile(width=w, latent_channels=c, file=head_file(w))
+            HeadFile(width=w, latent_channels=c, file=head_file(w),
+                     regions_threshold=(regions_thresholds or {}).get(w))
             for w, c in zip(config.widths, student.head.encoder.latent_widths, strict=True)
         ),
         prefilter=PrefilterSpec(file="prefilter.onnx", threshold=prefilter_threshold),
+        regions=RegionsSpec(cell=config.roi_cell) if regions_thresholds else None,
         entropy_file="entropy.npz",
         tail_file="tail.pt",
         local_files=cast("dict[Task, str]", local_files),
@@ -265,10 +275,11 @@ def measure_branches(
     branches = []
     for width in runner.widths:
         runner.set_width(width)
-        latent, _ = runner.head(head_input.image)
-        payload = runner.codec.encode(latent)
-        device_ms = _median_ms(lambda: runner.codec.encode(runner.head(head_input.image)[0]),
-                               repeats)
+        prepared = Prepared(head_input, None, {})
+        coded = runner.encode(prepared)  # head, regions and coding, as the device runs them
+        assert coded.payload is not None and coded.latent is not None
+        latent, payload = coded.latent, coded.payload
+        device_ms = _median_ms(partial(runner.encode, prepared), repeats)
         latent_hat = torch.from_numpy(runner.codec.decode(payload))[None]
 
         def tails(latent_hat: torch.Tensor = latent_hat, sizes: Any = tail_sizes) -> None:
@@ -277,7 +288,7 @@ def measure_branches(
 
         student.set_width(width)
         try:
-            head_macs = count_macs(student.head, torch.from_numpy(head_input.image))
+            head_macs = count_macs(_HeadGraph(student), torch.from_numpy(head_input.image))
         finally:
             student.set_width(max(runner.widths))
         branches.append(Branch(
@@ -291,7 +302,7 @@ def measure_branches(
         widest = max((b for b in branches), key=lambda b: b.width or 0.0)
         runner.set_width(max(runner.widths))
         full_latent = torch.from_numpy(runner.codec.decode(
-            runner.codec.encode(runner.head(head_input.image)[0])))[None]
+            runner.codec.encode(runner.head(head_input.image)[0])))[None]  # all of it: no regions
         teacher_macs += (widest.device_macs or 0) + sum(
             count_macs(student.tails[t], full_latent, *tail_sizes) for t in label_tasks)
     local = LocalRunner(bundle)
@@ -313,7 +324,9 @@ class _HeadGraph(nn.Module):
         super().__init__()
         self.head = student.head
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.head.regions is not None:
+            return self.head.with_regions(image)
         latent, score = self.head(image)
         return latent, score
 
@@ -363,10 +376,14 @@ def _export_heads(student: SplitModel, example: torch.Tensor, out: Path) -> list
     try:
         for width in student.config.widths:
             student.set_width(width)  # the slices become constants of this width's graph
+            outputs, dynamic = ["latent", "prefilter_score"], {
+                "image": {1: "height", 2: "width"},
+                "latent": {2: "latent_height", 3: "latent_width"}}
+            if student.head.regions is not None:
+                outputs.append("regions")
+                dynamic["regions"] = {2: "region_rows", 3: "region_cols"}
             _export_onnx(_HeadGraph(student), (example,), out / head_file(width), ["image"],
-                         ["latent", "prefilter_score"],
-                         dynamic={"image": {1: "height", 2: "width"},
-                                  "latent": {2: "latent_height", 3: "latent_width"}})
+                         outputs, dynamic=dynamic)
             files.append(head_file(width))
     finally:
         student.set_width(previous)

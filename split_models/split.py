@@ -28,6 +28,7 @@ from torch import nn
 
 from shared.errors import TeacherError
 from split_models.bottleneck import Decoder, Encoder, LatentPrior
+from split_models.regions import RegionHead
 from split_models.slimmable import set_width_index
 from split_models.tails import (
     ClassificationTail,
@@ -52,6 +53,11 @@ class SplitConfig:
     encoder_stride: int = 2
     inner_channels: int = 64
     prefilter_channels: int = 16
+    # regions of interest (split_models.regions): a head on the latent says which cells of
+    # `roi_cell` × `roi_cell` latent positions hold objects; the device codes only those.
+    # 0 channels: no such head, every position is coded (bundles before v6).
+    region_channels: int = 0
+    roi_cell: int = 4
     split_at: dict[str, str] = field(default_factory=dict)  # task -> child; default: the spec's
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +123,7 @@ class Head(nn.Module):
     ) -> None:
         super().__init__()
         self.stem, self.encoder, self.prefilter = stem, encoder, prefilter
+        self.regions: RegionHead | None = None  # set by build_student when configured
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
 
@@ -127,6 +134,16 @@ class Head(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.stem(self.normalize(image))
         return self.encoder(features), self.prefilter(features)
+
+    def with_regions(
+        self, image: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(latent, prefilter score, P(object) per region cell): the device's head graph when the
+        student has a region head."""
+        if self.regions is None:
+            raise ValueError("this head has no region head (split.region_channels: 0)")
+        latent, score = self(image)
+        return latent, score, torch.sigmoid(self.regions(latent))
 
     def gate(self, image: torch.Tensor) -> torch.Tensor:
         """Only the prefilter score: the device runs this first when it may skip the encoder."""
@@ -231,6 +248,12 @@ def build_student(teachers: dict[str, tuple[str, nn.Module]], config: SplitConfi
                                "and this student has no detection teacher")
         tails[task] = LargestObjectTail(detection, rule)
     prior = LatentPrior(config.latent_channels)
+    if config.region_channels:
+        # built last, on a forked generator: every other module's init and the training's random
+        # stream stay what they are without it (the recipe reproduces the same student)
+        with torch.random.fork_rng(devices=[]):
+            head.regions = RegionHead(config.latent_channels, config.region_channels,
+                                      config.roi_cell)
     return SplitModel(head, prior, tails, config, latent_stride).eval()
 
 

@@ -20,6 +20,7 @@ from shared.bundle.manifest import (
     MinMaxSideResize,
     PrefilterSpec,
     Preprocessing,
+    RegionsSpec,
     Task,
     split_branch_id,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "MinMaxSideResize",
     "PrefilterSpec",
     "Preprocessing",
+    "RegionsSpec",
     "Task",
     "digest_file",
     "load_bundle",

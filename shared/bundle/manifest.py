@@ -77,12 +77,23 @@ class HeadFile(_Strict):
     width: float = Field(gt=0, le=1)
     latent_channels: int = Field(gt=0)
     file: str
+    regions_threshold: float | None = Field(default=None, ge=0, le=1)  # with manifest.regions
 
 
 class LatentSpec(_Strict):
     channels: int = Field(gt=0)  # at width 1.0
     stride: int = Field(gt=0)  # input pixels per latent cell
     dtype: Literal["float32"] = "float32"
+
+
+class RegionsSpec(_Strict):
+    """Where the frame holds objects: each head's `regions` output, P(object) per cell of `cell` ×
+    `cell` latent positions. The device codes only the cells at or above its head's
+    `regions_threshold` (shared.codecs.Regions); the others reach the edge as the prior's
+    medians."""
+
+    cell: int = Field(ge=1, le=255)
+    target_recall: float | None = None  # of the labelled objects' cells, on validation frames
 
 
 class PrefilterSpec(_Strict):
@@ -136,6 +147,7 @@ class Manifest(_Strict):
     latent: LatentSpec
     heads: tuple[HeadFile, ...]
     prefilter: PrefilterSpec
+    regions: RegionsSpec | None = None  # None: every latent position is coded
     entropy_file: str
     tail_file: str
     local_files: dict[Task, str]
@@ -160,6 +172,8 @@ class Manifest(_Strict):
                     f"head {head.file} has {head.latent_channels} channels, more than the "
                     f"latent's {self.latent.channels}"
                 )
+        if self.regions is not None and any(h.regions_threshold is None for h in self.heads):
+            raise ValueError("a bundle that codes regions gives every head a regions_threshold")
         referenced = [h.file for h in self.heads]
         referenced += [self.prefilter.file, self.entropy_file, self.tail_file]
         referenced += list(self.local_files.values())

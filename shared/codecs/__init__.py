@@ -9,7 +9,7 @@ latent2 = codec.decode(payload)       # validated against DecodeLimits first
 from __future__ import annotations
 
 from shared.codecs.base import DEFAULT_LIMITS, Codec, CodecId, DecodeLimits, Payload
-from shared.codecs.factorized import FactorizedAnsCodec, FactorizedTables
+from shared.codecs.factorized import FactorizedAnsCodec, FactorizedTables, Regions
 from shared.codecs.image import DEFAULT_QUALITY, ImageCodec, decode_image
 from shared.codecs.quantized import Fp16ZstdCodec, Uint8ZstdCodec
 from shared.codecs.registry import (
@@ -38,6 +38,7 @@ __all__ = [
     "Fp16ZstdCodec",
     "ImageCodec",
     "Payload",
+    "Regions",
     "Uint8ZstdCodec",
     "codec_spec",
     "decode_image",

@@ -18,7 +18,15 @@ as the table's last ("overflow") entry, and its distance beyond the table's edge
 byte string as a varint (even: above the table, odd: below). So outliers round-trip exactly instead
 of being clipped, and a near miss costs one byte, not four.
 
-Wire layout: strings[0] = ANS words (uint32, little endian); strings[1] = escaped symbols.
+Regions of interest: a frame may carry only some cells of its latent (`Regions`: a grid of
+`cell` × `cell` latent positions, set where the device's prefilter map sees an object). Only the
+set cells' symbols are coded; every other position decodes as symbol 0, the channel's median:
+"nothing here" as the prior's most likely value. The background is most of a frame and cost ~70 %
+of its bytes (`benchmarks/latent_bits.py`), and the tails never needed it.
+
+Wire layout: strings[0] = ANS words (uint32, little endian); strings[1] = escaped symbols;
+strings[2], only with regions: one byte `cell`, then the grid's bits row-major (numpy packbits,
+big-endian bit order, zero padding). Its grid is ceil(H / cell) × ceil(W / cell).
 """
 
 from __future__ import annotations
@@ -108,6 +116,50 @@ class FactorizedTables:
             raise TablesError(f"{path}: missing table {exc}; expected keys {TABLE_KEYS}") from exc
 
 
+MAX_REGION_CELL = 255  # one byte on the wire
+
+
+@dataclass(frozen=True, eq=False)
+class Regions:
+    """The cells of a latent that carry symbols: `cells` (rows, cols) over `cell`-position squares,
+    rows = ceil(H / cell), cols = ceil(W / cell)."""
+
+    cells: npt.NDArray[np.bool_]
+    cell: int
+
+    def positions(self, height: int, width: int) -> npt.NDArray[np.bool_]:
+        """(H·W,) row-major: True where a latent position lies in a set cell."""
+        rows, cols = -(-height // self.cell), -(-width // self.cell)
+        if not 1 <= self.cell <= MAX_REGION_CELL or self.cells.shape != (rows, cols):
+            raise CodecError(
+                f"regions of cell {self.cell} over a {height}x{width} latent need a "
+                f"{rows}x{cols} grid and a cell in 1..{MAX_REGION_CELL}; got {self.cells.shape}"
+            )
+        grown = np.repeat(np.repeat(self.cells, self.cell, axis=0), self.cell, axis=1)
+        return np.ascontiguousarray(grown[:height, :width]).reshape(-1)
+
+    def to_bytes(self) -> bytes:
+        return bytes([self.cell]) + np.packbits(self.cells.reshape(-1)).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, height: int, width: int) -> Regions:
+        """CodecError unless `data` is exactly one cell byte and the grid's bits, zero-padded."""
+        if not data or data[0] == 0:
+            raise CodecError("a regions string starts with its cell size (1..255)")
+        cell = data[0]
+        rows, cols = -(-height // cell), -(-width // cell)
+        count = rows * cols
+        if len(data) != 1 + -(-count // 8):
+            raise CodecError(
+                f"regions of cell {cell} over a {height}x{width} latent take "
+                f"{1 + -(-count // 8)} bytes, got {len(data)}"
+            )
+        bits = np.unpackbits(np.frombuffer(data, np.uint8, offset=1))
+        if bits[count:].any():
+            raise CodecError("the regions string's padding bits must be zero")
+        return cls(bits[:count].astype(bool).reshape(rows, cols), cell)
+
+
 @dataclass(frozen=True, eq=False)
 class FactorizedAnsCodec:
     """Quantize around the medians and ANS-code each channel with its own table."""
@@ -142,29 +194,48 @@ class FactorizedAnsCodec:
     def dequantize(self, symbols: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
         return symbols.astype(np.float32) + self._medians[: symbols.shape[0]]
 
-    def encode_symbols(self, symbols: npt.NDArray[np.int32]) -> Payload:
+    def encode_symbols(
+        self, symbols: npt.NDArray[np.int32], regions: Regions | None = None
+    ) -> Payload:
+        """With `regions`, only the positions in its set cells are coded (see the module doc)."""
         chw = as_chw(symbols)
         channels = chw.shape[0]
         self._check_channels(channels)
         flat = chw.reshape(channels, -1).astype(np.int32, copy=False)
+        if regions is not None:
+            flat = flat[:, regions.positions(chw.shape[1], chw.shape[2])]
         index = flat - self._offset[:channels]
         pmf_length = self._pmf_length[:channels]
         escaped = (index < 0) | (index >= pmf_length)
         escapes = _escape_distances(flat, self._offset[:channels], pmf_length, escaped)
         index = np.where(escaped, pmf_length, index).astype(np.int32)
-        words = self._ans.encode(index).astype("<u4", copy=False).tobytes()
+        # no position kept: nothing to code (the coder's flush would still cost a word)
+        words = (self._ans.encode(index).astype("<u4", copy=False).tobytes()
+                 if index.size else b"")
         shape = tuple(int(d) for d in chw.shape)
-        return Payload(self.codec_id, shape, (words, varint.encode(escapes)))
+        strings: tuple[bytes, ...] = (words, varint.encode(escapes))
+        if regions is not None:
+            strings += (regions.to_bytes(),)
+        return Payload(self.codec_id, shape, strings)
 
     def decode_symbols(self, payload: Payload) -> npt.NDArray[np.int32]:
         self.limits.check_latent(payload, self.codec_id)
-        words_bytes, escape_bytes = expect_strings(payload, 2)
+        with_regions = len(payload.strings) == 3
+        words_bytes, escape_bytes, *region_bytes = expect_strings(payload, 3 if with_regions else 2)
         channels, height, width = payload.shape
         self._check_channels(channels)
         if len(words_bytes) % 4:
             raise CodecError("ANS words must be whole 4-byte words; payload truncated?")
+        kept = (Regions.from_bytes(region_bytes[0], height, width).positions(height, width)
+                if with_regions else None)
+        count = height * width if kept is None else int(kept.sum())
         words = np.frombuffer(words_bytes, dtype="<u4").astype(np.uint32)
-        index = self._ans.decode(words, channels, height * width)
+        if count == 0:
+            if words.size:
+                raise CodecError("no region is set, yet the payload carries ANS words")
+            index = np.zeros((channels, 0), np.int32)
+        else:
+            index = self._ans.decode(words, channels, count)
         pmf_length = self._pmf_length[:channels]
         escaped = index == pmf_length
         distances = varint.decode(escape_bytes, count=int(escaped.sum()))
@@ -173,11 +244,15 @@ class FactorizedAnsCodec:
             symbols[escaped] = _symbols_from_distances(
                 distances, np.nonzero(escaped)[0], self.tables.offset, self.tables.cdf_length - 2
             )
+        if kept is not None:  # the left-out positions: symbol 0, the median
+            full = np.zeros((channels, height * width), np.int32)
+            full[:, kept] = symbols
+            symbols = full
         return symbols.reshape(channels, height, width)
 
     # -- the Codec interface: float latent in, dequantized latent out ---------------------------
-    def encode(self, array: npt.NDArray[np.generic]) -> Payload:
-        return self.encode_symbols(self.quantize(np.asarray(array, dtype=np.float32)))
+    def encode(self, array: npt.NDArray[np.generic], regions: Regions | None = None) -> Payload:
+        return self.encode_symbols(self.quantize(np.asarray(array, dtype=np.float32)), regions)
 
     def decode(self, payload: Payload) -> npt.NDArray[np.float32]:
         return self.dequantize(self.decode_symbols(payload))

@@ -136,6 +136,21 @@ class StudentTraining:
     prefilter: Optim | None = None
     target_recall: float = 0.9
     prefilter_score: float = 0.5  # unlabeled frames: positive if the teacher finds a box above
+    # Regions of interest (split_models.regions, needs split.region_channels): a head on the
+    # latent learns where objects are (a target per region cell: an object's box grown by
+    # `object_margin` overlaps it), and the device codes only the cells scoring above the
+    # threshold that keeps `regions_recall` of the objects' cells on validation frames.
+    # None: no region stage, every latent position is coded.
+    regions: Optim | None = None
+    regions_recall: float = 0.97
+    # the cells a region head must find: those an object's box, grown by this share of its size,
+    # overlaps. 0, the boxes themselves: with the labelled boxes as the mask (bundle v5, 32 px
+    # cells) that keeps 22 % of the cells and the tails gain 2.3 points, where a quarter's margin
+    # (at least 8 px) keeps 33 % and gains 0.7: the tails need no background around an object.
+    region_margin: float = 0.0
+    # then the tails learn on the latent as the device codes it (stage 2's loss, the cells off
+    # the regions at the medians): they stop reading the missing background as objects
+    regions_tails: Optim | None = None
     # The device's own models (local*.onnx) per task, trained apart (kind: teacher) and smaller
     # than the edge's; empty: each teacher itself. Tasks left out get no local model.
     local: dict[str, TeacherRef] = field(default_factory=dict)
@@ -146,6 +161,14 @@ class StudentTraining:
                 f"student.background_weight: {self.background_weight}, expected 0 … 1")
         if self.object_margin < 0:
             raise ConfigError(f"student.object_margin: {self.object_margin}, expected ≥ 0")
+        if self.region_margin < 0:
+            raise ConfigError(f"student.region_margin: {self.region_margin}, expected ≥ 0")
+        if not 0.0 < self.regions_recall <= 1.0:
+            raise ConfigError(f"student.regions_recall: {self.regions_recall}, expected 0 < r ≤ 1")
+        if self.regions_tails is not None and self.regions is None:
+            raise ConfigError("student.regions_tails trains on the regions: set student.regions")
+        if self.regions is not None and not self.split.region_channels:
+            raise ConfigError("student.regions trains a region head: set split.region_channels")
         if isinstance(self.rate_lambda, tuple) and len(self.rate_lambda) != len(
             self.split.widths
         ):

@@ -204,15 +204,43 @@ class StudentTrainer:
         config = self.config
         if config.background_weight >= 1.0 or not batch.labelled:
             return None
+        on_objects = self.object_map(batch, config.object_margin, 8.0)
+        return on_objects + config.background_weight * (1.0 - on_objects)
+
+    def object_map(self, batch: Batch, margin: float, least: float) -> torch.Tensor:
+        """(B, 1, H, W) over the head input: 1 on each object's box grown by `margin` of its size
+        (at least `least` px a side), 0 elsewhere. Boxes: the labels, or the detection teacher's
+        boxes scoring ≥ `prefilter_score` on unlabeled frames."""
         count, height, width = batch.images.shape[:3]
-        weights = torch.full((count, 1, height, width), config.background_weight)
-        for k, target in enumerate(batch.targets):
-            for x0, y0, x1, y1 in target["boxes"].tolist():
-                grow_x = max(8.0, config.object_margin * (x1 - x0))
-                grow_y = max(8.0, config.object_margin * (y1 - y0))
-                weights[k, 0, max(0, int(y0 - grow_y)):max(0, int(y1 + grow_y + 1)),
-                        max(0, int(x0 - grow_x)):max(0, int(x1 + grow_x + 1))] = 1.0
-        return weights
+        found = torch.zeros((count, 1, height, width))
+        for k, boxes in enumerate(self.object_boxes(batch)):
+            for x0, y0, x1, y1 in boxes.tolist():
+                grow_x = max(least, margin * (x1 - x0))
+                grow_y = max(least, margin * (y1 - y0))
+                found[k, 0, max(0, int(y0 - grow_y)):max(0, int(y1 + grow_y + 1)),
+                      max(0, int(x0 - grow_x)):max(0, int(x1 + grow_x + 1))] = 1.0
+        return found
+
+    def object_boxes(self, batch: Batch) -> list[torch.Tensor]:
+        if batch.labelled:
+            return [t["boxes"] for t in batch.targets]
+        if "detection" not in self.teachers:
+            raise ValueError("unlabeled frames need a detection teacher to say where objects are")
+        _, detector = self.teachers["detection"]
+        with torch.no_grad():
+            found = detector([im.permute(2, 0, 1).float() / 255 for im in batch.images])
+        return [f["boxes"][f["scores"] >= self.config.prefilter_score] for f in found]
+
+    def region_targets(self, batch: Batch, grid: tuple[int, int]) -> torch.Tensor:
+        """(B, 1, rows, cols): 1 where a region cell overlaps an object's box grown by
+        `region_margin`."""
+        cell = self.student.config.roi_cell * self.student.latent_stride
+        on_objects = self.object_map(batch, self.config.region_margin, 0.0)
+        targets = F.max_pool2d(on_objects, cell, ceil_mode=True)
+        rows, cols = grid  # the head's grid: pad or crop the target to it (an odd input size)
+        targets = F.pad(targets, (0, max(0, cols - targets.shape[3]),
+                                  0, max(0, rows - targets.shape[2])))
+        return targets[:, :, :rows, :cols]
 
     def sandwich(self, step: int) -> list[float]:
         if not self.config.slimmable or len(self.widths) == 1:
@@ -281,9 +309,13 @@ class StudentTrainer:
                          self.out / "stage1.ckpt", {"student": student},
                          {"main": optimizer, "aux": aux_optimizer})
 
-    def stage2(self, optim: Optim) -> RunResult:
+    def stage2(self, optim: Optim, regions: dict[str, float] | None = None) -> RunResult:
+        """The tails on the coded latent, head and prior frozen. With `regions` (per width, the
+        region head's threshold): on the latent as the device codes it, the cells below the
+        threshold at the prior's medians ("regions tails", its own checkpoint)."""
         student, config = self.student, self.config
         tails, optimizer = self._trainable_tails(self.distilled, optim)
+        medians = student.prior.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
 
         def step(index: int, lr: float) -> dict[str, float]:
             student.eval()
@@ -296,10 +328,17 @@ class StudentTrainer:
             logged = {"distortion": 0.0, "task": 0.0}
             for width in widths:
                 student.set_width(width)
+                coded = weights
                 with torch.no_grad():
-                    latent_hat = student.prior.quantize(student.head(batch.images)[0])
+                    latent = student.head(batch.images)[0]
+                    latent_hat = student.prior.quantize(latent)
+                    if regions is not None:  # the teacher's features only where coded
+                        latent_hat, kept = self.masked(latent, latent_hat, regions[str(width)],
+                                                       medians)
+                        coded = self.on_input(kept.float(), batch)
+                        coded = coded if weights is None else coded * weights
                 tails.train()
-                distortion = sum((self.distortion(t, latent_hat, targets[t], weights)
+                distortion = sum((self.distortion(t, latent_hat, targets[t], coded)
                                   for t in self.distilled), torch.zeros(()))
                 task_loss = torch.zeros(())
                 if config.task_loss and batch.labelled:
@@ -313,8 +352,24 @@ class StudentTrainer:
             student.set_width(max(self.widths))
             return {"loss": logged["distortion"] + logged["task"], **logged}
 
-        return run_steps("stage2 tails", optim, step, self.out / "stage2.ckpt",
+        name, checkpoint = (("stage2 tails", "stage2.ckpt") if regions is None
+                            else ("regions tails", "regions_tails.ckpt"))
+        return run_steps(name, optim, step, self.out / checkpoint,
                          {"student": student}, {"main": optimizer})
+
+    def masked(self, latent: torch.Tensor, latent_hat: torch.Tensor, threshold: float,
+               medians: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(`latent_hat` as the device codes it with regions: the medians outside the cells
+        whose region score reaches `threshold`; the kept positions, (B, 1, h, w) bool)."""
+        region_head = self.student.head.regions
+        assert region_head is not None
+        cells = torch.sigmoid(region_head(latent)) >= threshold
+        kept = _grow(cells, self.student.config.roi_cell, latent.shape[2:])
+        return torch.where(kept, latent_hat, medians[:, : latent.shape[1]]), kept
+
+    def on_input(self, latent_map: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """A (B, 1, h, w) map over latent positions, as one over the head's input pixels."""
+        return _grow(latent_map, self.student.latent_stride, batch.images.shape[1:3])
 
     def _trainable_tails(
         self, tasks: tuple[str, ...], optim: Optim
@@ -426,15 +481,7 @@ class StudentTrainer:
         return result, self.prefilter_threshold()
 
     def objects_present(self, batch: Batch) -> torch.Tensor:
-        if batch.labelled:
-            return torch.tensor([float(len(t["labels"]) > 0) for t in batch.targets])
-        if "detection" not in self.teachers:
-            raise ValueError("unlabeled frames need a detection teacher to label the prefilter")
-        _, detector = self.teachers["detection"]
-        with torch.no_grad():
-            found = detector([im.permute(2, 0, 1).float() / 255 for im in batch.images])
-        return torch.tensor([float(bool((f["scores"] >= self.config.prefilter_score).any()))
-                             for f in found])
+        return torch.tensor([float(len(boxes) > 0) for boxes in self.object_boxes(batch)])
 
     def prefilter_threshold(self) -> dict[str, float]:
         """The highest threshold with recall ≥ target on validation (train if none)."""
@@ -448,7 +495,73 @@ class StudentTrainer:
         return choose_threshold(torch.cat(scores).numpy(), torch.cat(labels).numpy(),
                                 self.config.target_recall)
 
-    def export(self, prefilter: dict[str, float] | None) -> Path:
+    def regions(self, optim: Optim) -> tuple[RunResult, dict[str, dict[str, float]]]:
+        """The region head (split_models.regions) on the frozen head's latent, every width each
+        step: a target per cell, 1 where a grown object box overlaps it. Then, per width, the
+        threshold that keeps `regions_recall` of the objects' cells on validation frames."""
+        student = self.student
+        region_head = student.head.regions
+        if region_head is None:
+            raise ValueError("student.regions needs a region head: set split.region_channels")
+        _freeze(student)
+        for parameter in region_head.parameters():
+            parameter.requires_grad_(True)
+        optimizer = make_optimizer(optim, list(region_head.parameters()))
+
+        def step(index: int, lr: float) -> dict[str, float]:
+            student.eval()
+            set_lr(optimizer, lr)
+            batch = self.train_batch(index, optim.batch_size)
+            losses = []
+            with torch.no_grad():  # the stem is the same at every width: run it once
+                features = student.head.stem(student.head.normalize(batch.images))
+            for width in self.widths:
+                student.set_width(width)
+                with torch.no_grad():
+                    latent = student.head.encoder(features)
+                logits = region_head(latent)
+                targets = self.region_targets(batch, (logits.shape[2], logits.shape[3]))
+                losses.append(F.binary_cross_entropy_with_logits(logits, targets))
+            loss = torch.stack(losses).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return {"bce": float(loss.detach())}
+
+        try:
+            result = run_steps("regions", optim, step, self.out / "regions.ckpt",
+                               {"student": student}, {"main": optimizer})
+            return result, self.region_thresholds()
+        finally:
+            student.set_width(max(self.widths))
+            student.eval()
+
+    def region_thresholds(self) -> dict[str, dict[str, float]]:
+        """Per width (its str): the highest threshold whose recall of the objects' cells on
+        validation (train if none) is ≥ `regions_recall`, its recall and the cells it keeps."""
+        frames = self.val if self.val is not None else self.frames
+        found = {}
+        with torch.no_grad():
+            for width in self.widths:
+                self.student.set_width(width)
+                cells, targets = [], []
+                for start in range(0, len(frames), 16):
+                    batch = self.batch([frames[i]
+                                        for i in range(start, min(start + 16, len(frames)))])
+                    regions = self.student.head.with_regions(batch.images)[2]
+                    cells.append(regions.flatten())
+                    targets.append(self.region_targets(
+                        batch, (regions.shape[2], regions.shape[3])).flatten())
+                chosen = choose_threshold(torch.cat(cells).numpy(), torch.cat(targets).numpy(),
+                                          self.config.regions_recall)
+                found[str(width)] = {"threshold": chosen["threshold"],
+                                     "recall": chosen["recall"],
+                                     "kept": 1.0 - chosen["skip_share"]}
+        self.student.set_width(max(self.widths))
+        return found
+
+    def export(self, prefilter: dict[str, float] | None,
+               regions: dict[str, dict[str, float]] | None = None) -> Path:
         export = self.experiment.export
         assert export is not None
         frames = self.val if self.val is not None else self.frames
@@ -456,6 +569,8 @@ class StudentTrainer:
         threshold = prefilter["threshold"] if prefilter else 0.0
         root = export_bundle(self.student, self.teachers, export.out, name=export.name,
                              version=export.version, prefilter_threshold=threshold,
+                             regions_thresholds={float(w): r["threshold"]
+                                                 for w, r in (regions or {}).items()},
                              sample=sample, repeats=5, local=self.local or None,
                              label_tasks=self.label_tasks)
         manifest = load_bundle(root).manifest
@@ -470,8 +585,11 @@ class StudentTrainer:
             for b in manifest.branches)
         prefilter_spec = manifest.prefilter.model_copy(
             update={"target_recall": self.config.target_recall if prefilter else None})
+        region_spec = manifest.regions and manifest.regions.model_copy(
+            update={"target_recall": self.config.regions_recall})
         write_manifest(root, manifest.model_copy(update={
-            "classes": classes, "branches": branches, "prefilter": prefilter_spec}))
+            "classes": classes, "branches": branches, "prefilter": prefilter_spec,
+            "regions": region_spec}))
         return root
 
 
@@ -531,6 +649,12 @@ def _hooks(container: nn.Module, names: tuple[str, ...], found: Features) -> Ite
             handle.remove()
 
 
+def _grow(grid: torch.Tensor, factor: int, size: tuple[int, ...]) -> torch.Tensor:
+    """Each cell of a (B, 1, rows, cols) grid as a factor × factor block, cropped to `size`."""
+    grown = grid.repeat_interleave(factor, 2).repeat_interleave(factor, 3)
+    return grown[:, :, : size[0], : size[1]]
+
+
 def _freeze(model: nn.Module) -> None:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -569,9 +693,17 @@ def train_student(experiment: Experiment, out: Path) -> dict[str, float]:
         result, prefilter = trainer.prefilter(config.prefilter)
         timings["prefilter"] = result.wall_s
         (out / "prefilter.json").write_text(json.dumps(prefilter, indent=1))
+    regions = None
+    if config.regions is not None:
+        result, regions = trainer.regions(config.regions)
+        timings["regions"] = result.wall_s
+        (out / "regions.json").write_text(json.dumps(regions, indent=1))
+        if config.regions_tails is not None:
+            thresholds = {w: r["threshold"] for w, r in regions.items()}
+            timings["regions_tails"] = trainer.stage2(config.regions_tails, thresholds).wall_s
     torch.save(trainer.student.state_dict(), out / "student.pt")
     if experiment.export is not None:
         started = time.perf_counter()
-        print(trainer.export(prefilter))
+        print(trainer.export(prefilter, regions))
         timings["export"] = time.perf_counter() - started
     return timings

@@ -75,3 +75,38 @@ def test_a_fixed_size_bundle_takes_exactly_its_size(demo) -> None:
     for other in ((240, 320), (320, 321), (0, 320)):
         with pytest.raises(InvalidRequest, match="exactly 320×320"):
             stretched.expected_shape(branch, other)
+
+
+def test_a_regions_payload_is_plausible_only_where_the_bundle_marks_regions(demo) -> None:
+    from shared.bundle import RegionsSpec
+    from shared.codecs import Regions
+
+    plausibility, codec = demo
+    manifest = plausibility.manifest
+    regional = manifest.model_copy(update={
+        "regions": RegionsSpec(cell=4),
+        "heads": tuple(h.model_copy(update={"regions_threshold": 0.5}) for h in manifest.heads)})
+    with_regions = LatentPlausibility.of(regional, codec.tables)
+    plain = LatentPlausibility.of(manifest.model_copy(update={"regions": None}), codec.tables)
+    branch = manifest.branches[3]
+    shape = with_regions.expected_shape(branch, (240, 320))  # (C, 32, 40): an 8 x 10 grid
+    latent = np.random.default_rng(0).normal(0, 2, shape).astype(np.float32)
+    cells = np.zeros((8, 10), bool)
+    cells[2:4, 3:6] = True
+    payload = codec.encode(latent, Regions(cells, 4))
+    with_regions.check(branch, CodecId.FACTORIZED_ANS, shape, payload.strings, (240, 320))
+    # the floor counts the coded positions only: the whole grid's would refuse a real payload
+    assert len(payload.strings[0]) < len(codec.encode(latent).strings[0]) / 4
+    with pytest.raises(InvalidRequest, match="2 byte strings"):
+        plain.check(branch, CodecId.FACTORIZED_ANS, shape, payload.strings, (240, 320))
+    other_cell = codec.encode(latent, Regions(np.ones((16, 20), bool), 2))
+    with pytest.raises(InvalidRequest, match="cells of 4"):
+        with_regions.check(branch, CodecId.FACTORIZED_ANS, shape, other_cell.strings, (240, 320))
+    for bad in (b"", b"\x04" + b"\xff" * 3, b"\x04" + b"\xff" * 11):
+        with pytest.raises(InvalidRequest, match="regions"):
+            with_regions.check(branch, CodecId.FACTORIZED_ANS, shape,
+                               (*payload.strings[:2], bad), (240, 320))
+    every = codec.encode(latent, Regions(np.ones((8, 10), bool), 4))
+    with pytest.raises(InvalidRequest, match="cannot code"):  # all cells set, words cut short
+        with_regions.check(branch, CodecId.FACTORIZED_ANS, shape,
+                           (every.strings[0][:8], *every.strings[1:]), (240, 320))

@@ -66,6 +66,8 @@ def test_the_split_is_the_split_config_and_overrides_apply(tmp_path: Path) -> No
         ({"data": {"train": "t.json", "colour_ops": 9}}, "colour_ops"),
         ({"student": {**STUDENT["student"], "background_weight": 1.5}}, "background_weight"),
         ({"student": {**STUDENT["student"], "object_margin": -0.1}}, "object_margin"),
+        ({"student": {**STUDENT["student"], "regions_recall": 0.0}}, "regions_recall"),
+        ({"student": {**STUDENT["student"], "regions": {"steps": 2}}}, "region_channels"),
     ],
 )
 def test_every_bad_key_is_one_config_error_naming_it(

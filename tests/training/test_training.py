@@ -19,7 +19,7 @@ from shared.bundle import load_bundle  # noqa: E402
 from split_models.data.synthetic import CLASSES  # noqa: E402
 from split_models.evaluation.report import run_report  # noqa: E402
 from split_models.runtime import TailRuntime  # noqa: E402
-from split_models.training.config import Export  # noqa: E402
+from split_models.training.config import Export, Optim  # noqa: E402
 from split_models.training.student import StudentTrainer, choose_threshold  # noqa: E402
 from split_models.training.student import train_student as run_student  # noqa: E402
 from split_models.training.teacher import train_teacher  # noqa: E402
@@ -213,3 +213,46 @@ def test_threshold_keeps_the_target_recall() -> None:
     chosen = choose_threshold(scores, positive, 0.75)
     assert chosen["threshold"] == 0.6 and chosen["recall"] == 0.75
     assert chosen["skip_share"] == 0.5
+
+
+def test_region_stage_learns_where_objects_are_and_calibrates_each_width(
+        shapes: Path, det_teacher: Path, tmp_path: Path) -> None:
+    config = _student(shapes, det_teacher, tmp_path / "run", "entropic",
+                      split={"inner_channels": 16, "widths": [0.5, 1.0], "region_channels": 8,
+                             "roi_cell": 2},
+                      regions=optim(12, batch_size=6, lr=0.01), regions_recall=0.9,
+                      object_margin=0.0)
+    config = dataclasses.replace(config, export=Export(out=str(tmp_path / "bundle"), name="r"))
+    trainer = StudentTrainer(config, tmp_path / "run")
+    batch = trainer.train_batch(0, 4)
+    targets = trainer.region_targets(batch, (100, 100))  # padded past the image's own grid
+    cell = 2 * trainer.student.latent_stride
+    x0, y0, x1, y1 = (float(v) for v in batch.targets[0]["boxes"][0].tolist())
+    assert targets[0, 0, int((y0 + y1) / 2 // cell), int((x0 + x1) / 2 // cell)] == 1.0
+    assert targets[:, :, -1, -1].sum() == 0  # outside the frame: nothing
+    empty = [k for k, t in enumerate(batch.targets) if len(t["boxes"]) == 0]
+    assert all(targets[k].sum() == 0 for k in empty)
+
+    result, thresholds = trainer.regions(config.student.regions)
+    assert _dropped(result.history, "bce")
+    assert set(thresholds) == {"0.5", "1.0"}
+    assert all(t["recall"] >= 0.9 and 0 < t["kept"] <= 1 for t in thresholds.values())
+    # the tails then learn on the latent as the device codes it: off the regions, the medians
+    cuts = {w: t["threshold"] for w, t in thresholds.items()}
+    student = trainer.student
+    medians = student.prior.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+    with torch.no_grad():
+        latent = student.head(batch.images)[0]
+        middle = float(torch.sigmoid(student.head.regions(latent)).median())  # half the cells
+        latent_hat, kept = trainer.masked(latent, student.prior.quantize(latent), middle, medians)
+    assert kept.shape == (4, 1, *latent.shape[2:]) and kept.any() and not kept.all()
+    off = (~kept).expand_as(latent_hat)
+    assert torch.equal(latent_hat[off], medians.expand_as(latent_hat)[off])
+    assert torch.equal(latent_hat[~off], student.prior.quantize(latent)[~off])
+    tuned = trainer.stage2(Optim(**optim(2, batch_size=3)), cuts)
+    assert len(tuned.history) == 2 and (tmp_path / "run" / "regions_tails.ckpt").exists()
+    root = trainer.export(None, thresholds)
+    manifest = load_bundle(root).manifest
+    assert manifest.regions is not None and manifest.regions.target_recall == 0.9
+    assert [h.regions_threshold for h in manifest.heads] == [
+        thresholds["0.5"]["threshold"], thresholds["1.0"]["threshold"]]

@@ -1,0 +1,108 @@
+"""Regions of interest: bytes against accuracy as the device codes fewer of the latent's cells.
+
+    python -m benchmarks.regions --bundle B --data out/data/shapes/test.json \
+        [--thresholds 0.06,0.1,0.2] [--widths 1.0] [--oracle-margin 0.25 --oracle-margin 0]
+
+Every frame goes the device's way (preprocess, head ONNX once) and the edge's (decode, the real
+tail); per width it prints, for all positions coded and for each region threshold, the cells
+kept, the coded payload (regions string included) and mAP / mAP@.5 / false detections per empty
+frame. `--thresholds` needs a bundle with a region head; `--oracle-margin` takes the mask from
+the labelled boxes instead (grown by that share of their size; at least 8 px when > 0, as
+`benchmarks.latent_bits` grows them): what a perfect region head would buy, on any bundle.
+
+Why it exists: the background costs ~70 % of the bytes (`benchmarks.latent_bits`), and the
+tails do not need it; how much of that a region head can drop is this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from benchmarks.latent_bits import MIN_MARGIN, object_positions
+from device_client.head import HeadRunner
+from shared.codecs import Regions
+from split_models.data.coco import CocoFrames
+from split_models.evaluation.report import _Scorer
+from split_models.runtime import TailRuntime
+
+ORACLE_CELL = 4  # latent positions a side, as the recipe's region head would mark them
+
+
+def sweep(bundle: Path, data: Path, frames: int, widths: list[float] | None,
+          thresholds: list[float], oracle_margins: list[float]) -> list[dict[str, Any]]:
+    runner = HeadRunner.load(bundle, threads=2)
+    if thresholds and runner.regions is None:
+        raise SystemExit(f"{bundle} has no region head: use --oracle-margin only")
+    runtime = TailRuntime.load(bundle)
+    coco = CocoFrames(data)
+    count = min(frames, len(coco))
+    chosen = [coco[i] for i in range(count)]
+    scorer = _Scorer(data, coco, count)
+    rows = []
+    for width in widths or list(runner.widths):
+        runner.set_width(width)
+        heads = []
+        for frame in chosen:
+            head_input = runner.preprocess(frame.image)
+            outputs = runner.sessions[runner.width].run(None, {"image": head_input.image})
+            heads.append((frame, head_input.geometry, outputs))
+        settings: list[tuple[str, float | None]] = [("all positions", None)]
+        settings += [("region head", t) for t in thresholds]
+        settings += [("labelled boxes", m) for m in oracle_margins]
+        for mode, value in settings:
+            latents, inputs, originals, payload, kept = [], [], [], 0, 0.0
+            for frame, geometry, outputs in heads:
+                latent = outputs[0][0]
+                height, width_ = latent.shape[1:]
+                regions = None
+                if mode == "region head":
+                    assert runner.regions is not None and value is not None
+                    regions = Regions(outputs[2][0, 0] >= value, runner.regions.cell)
+                elif mode == "labelled boxes":
+                    assert value is not None
+                    grid = (-(-height // ORACLE_CELL), -(-width_ // ORACLE_CELL))
+                    cell_px = ORACLE_CELL * geometry.padded[0] // height
+                    scale = (geometry.resized[0] / geometry.original[0],
+                             geometry.resized[1] / geometry.original[1])
+                    least = MIN_MARGIN if value > 0 else 0.0
+                    regions = Regions(object_positions(frame, grid, cell_px, scale, value, least),
+                                      ORACLE_CELL)
+                coded = runner.codec.encode(latent, regions)
+                payload += coded.nbytes
+                kept += 1.0 if regions is None else float(regions.cells.mean())
+                latents.append(runner.codec.decode(coded))
+                inputs.append(geometry.input_size)
+                originals.append(geometry.original)
+            found, found50, _, false = scorer.score(
+                runtime.run_latents(latents, inputs, originals))
+            rows.append({"width": width, "mode": mode, "value": value, "kept": kept / count,
+                         "payload_bytes": payload / count, "map": found, "map50": found50,
+                         "false_per_empty": false})
+            print(f"w={width:g} {mode}{'' if value is None else f' {value:g}'}: kept "
+                  f"{kept / count:.2f}, payload {payload / count:.0f} B, mAP {found:.3f} / "
+                  f"{found50:.3f}, false per empty frame {false:.2f}", flush=True)
+    return rows
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="a COCO .json test set")
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--widths", type=_floats, default=None, help="default: every width")
+    parser.add_argument("--thresholds", type=_floats, default=[],
+                        help="region head thresholds (the bundle needs a region head)")
+    parser.add_argument("--oracle-margin", type=float, action="append", default=[],
+                        help="repeatable: mask from the labelled boxes grown by this share")
+    args = parser.parse_args()
+    sweep(args.bundle, args.data, args.frames, args.widths, args.thresholds, args.oracle_margin)
+
+
+if __name__ == "__main__":
+    main()
