@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         generate.add_argument(f"--{split}", type=int, default=count, help=f"frames ({count})")
     generate.add_argument("--height", type=int, default=240)
     generate.add_argument("--width", type=int, default=320)
+    generate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                          help="processes drawing frames (the same bytes for any number)")
     generate.add_argument("--styles", choices=("train", "shifted"), default="train",
                           help="shifted: only the held-out style families (the shifted test set)")
     video = kinds.add_parser("video", help="a short clip of moving objects (.npz, + .mp4)")
@@ -153,7 +156,8 @@ def _dataset(parsed: argparse.Namespace) -> int:
             def advance(n: int, task: TaskID = task) -> None:
                 progress.advance(task, n)
 
-            generate_split(parsed.out, split, count, parsed.seed, scene, advance)
+            generate_split(parsed.out, split, count, parsed.seed, scene, advance,
+                           parsed.workers)
     for split in counts:
         print(parsed.out / f"{split}.json")
     return 0

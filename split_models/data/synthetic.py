@@ -20,7 +20,9 @@ baselines start from the true pixels).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -42,30 +44,31 @@ def _coco_categories() -> list[dict[str, Any]]:
 
 def generate_split(out_dir: Path | str, split: str, count: int, seed: int,
                    config: SceneConfig = DEFAULT_SCENE,
-                   progress: Callable[[int], None] | None = None) -> Path:
-    """Write `out_dir/<split>/*.png` and `out_dir/<split>.json`; return the JSON's path."""
+                   progress: Callable[[int], None] | None = None, workers: int = 1) -> Path:
+    """Write `out_dir/<split>/*.png` and `out_dir/<split>.json`; return the JSON's path. With
+    `workers` > 1 frames are drawn in that many processes: the same bytes (each frame has its
+    own generator), in a fraction of the time (`make bundle`'s data step on 2 cores)."""
     out = Path(out_dir)
     (out / split).mkdir(parents=True, exist_ok=True)
+    salt = _SPLIT_SALT.get(split, sum(split.encode())) + _STYLES_SALT[config.styles]
+    jobs = [(out, split, seed, salt, index, config) for index in range(count)]
+    if workers > 1 and count > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            drawn = pool.map(_draw, jobs, chunksize=max(1, min(64, count // (4 * workers))))
+            placed = _collect(drawn, progress)
+    else:
+        placed = _collect(map(_draw, jobs), progress)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    salt = _SPLIT_SALT.get(split, sum(split.encode())) + _STYLES_SALT[config.styles]
-    for index in range(count):
-        rng = np.random.default_rng([seed, salt, index])
-        scene = render_scene(rng, config)
-        file_name = f"{split}/{index:06d}.png"
-        if not cv2.imwrite(str(out / file_name), scene.image[:, :, ::-1]):
-            raise OSError(f"could not write {out / file_name}")
+    for index, objects in enumerate(placed):
         image_id = index + 1
-        images.append({"id": image_id, "file_name": file_name, "height": config.height,
-                       "width": config.width})
-        for placed in scene.objects:
+        images.append({"id": image_id, "file_name": f"{split}/{index:06d}.png",
+                       "height": config.height, "width": config.width})
+        for label, box, area in objects:
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id,
-                "category_id": placed.label + 1, "bbox": list(placed.box), "area": placed.area,
-                "iscrowd": 0,
+                "category_id": label + 1, "bbox": box, "area": area, "iscrowd": 0,
             })
-        if progress is not None:
-            progress(1)
     coco = {
         "info": {"description": f"splitedge shapes benchmark, split {split}, seed {seed}, "
                                 f"styles {config.styles}"},
@@ -76,11 +79,34 @@ def generate_split(out_dir: Path | str, split: str, count: int, seed: int,
     return path
 
 
+_Placed = list[tuple[int, list[Any], Any]]  # per object: label, COCO box, area
+
+
+def _draw(job: tuple[Path, str, int, int, int, SceneConfig]) -> _Placed:
+    """One frame: drawn from its own generator, written as PNG; its objects returned."""
+    out, split, seed, salt, index, config = job
+    scene = render_scene(np.random.default_rng([seed, salt, index]), config)
+    path = out / f"{split}/{index:06d}.png"
+    if not cv2.imwrite(str(path), scene.image[:, :, ::-1]):
+        raise OSError(f"could not write {path}")
+    return [(placed.label, list(placed.box), placed.area) for placed in scene.objects]
+
+
+def _collect(drawn: Iterable[_Placed], progress: Callable[[int], None] | None) -> list[_Placed]:
+    placed = []
+    for objects in drawn:
+        placed.append(objects)
+        if progress is not None:
+            progress(1)
+    return placed
+
+
 def generate_dataset(out_dir: Path | str, seed: int, counts: dict[str, int],
                      config: SceneConfig = DEFAULT_SCENE,
-                     progress: Callable[[int], None] | None = None) -> dict[str, Path]:
+                     progress: Callable[[int], None] | None = None,
+                     workers: int = 1) -> dict[str, Path]:
     """Every split in `counts`; returns {split: annotation file}."""
-    return {split: generate_split(out_dir, split, n, seed, config, progress)
+    return {split: generate_split(out_dir, split, n, seed, config, progress, workers)
             for split, n in counts.items()}
 
 

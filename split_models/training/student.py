@@ -14,7 +14,13 @@
               the hard-quantized latent: distortion + the tails' own losses when labels exist
     prefilter on the (frozen) stem: labels from ground truth or the teacher's detections;
               threshold = the highest score keeping recall ≥ `target_recall` on validation
-    export    the bundle (split_models.export) with real class names and the prefilter threshold
+    regions   the region head (split_models.regions) on the frozen latent, every width each step:
+              a target per cell the objects' boxes (grown by `region_margin`) overlap; per
+              width, the threshold keeping `regions_recall` of those cells on validation
+    regions tails  stage 2's loss once more, on the latent as the device codes it (the cells off
+              the regions at the prior's medians; the teacher's features asked only where coded)
+    export    the bundle (split_models.export) with real class names, the prefilter threshold
+              and each width's regions threshold
 
 It trains the modules of `split_models.split.build_student` — the same ones the bundle exports.
 HND / GHND / prefilter work on unlabeled frames (`data.train` may be a folder of images).
@@ -497,8 +503,9 @@ class StudentTrainer:
 
     def regions(self, optim: Optim) -> tuple[RunResult, dict[str, dict[str, float]]]:
         """The region head (split_models.regions) on the frozen head's latent, every width each
-        step: a target per cell, 1 where a grown object box overlaps it. Then, per width, the
-        threshold that keeps `regions_recall` of the objects' cells on validation frames."""
+        step: a target per cell, 1 where an object's box (grown by `region_margin`) overlaps it.
+        Then, per width, the threshold that keeps `regions_recall` of those cells on validation
+        frames."""
         student = self.student
         region_head = student.head.regions
         if region_head is None:

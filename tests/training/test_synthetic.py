@@ -29,6 +29,14 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     assert _digests(tmp_path / "a") != _digests(tmp_path / "c")
 
 
+def test_frames_drawn_in_several_processes_are_the_same_bytes(tmp_path: Path) -> None:
+    generate_dataset(tmp_path / "one", seed=5, counts={"val": 6, "test": 3}, config=SCENE)
+    generate_dataset(tmp_path / "two", seed=5, counts={"val": 6, "test": 3}, config=SCENE,
+                     workers=2)
+    assert _digests(tmp_path / "one") == _digests(tmp_path / "two")
+    assert len(_digests(tmp_path / "two")) == 6 + 3 + 2  # every frame and both .json
+
+
 def test_annotations_are_valid_coco_with_boxes_inside(shapes: Path) -> None:
     counts: list[int] = []
     for split in ("train", "val"):
