@@ -145,8 +145,8 @@ class HeadRunner:
 
     def head(self, image: Image) -> tuple[npt.NDArray[np.float32], float]:
         """(latent (C, H, W) pre-quantization, prefilter score) for a preprocessed image."""
-        latent, score = self.sessions[self.width].run(None, {"image": image})[:2]
-        return latent[0], float(score.reshape(-1)[0])
+        latent, score, _ = self.head_with_regions(image)
+        return latent, score
 
     def head_with_regions(
         self, image: Image

@@ -19,7 +19,7 @@ byte string as a varint (even: above the table, odd: below). So outliers round-t
 of being clipped, and a near miss costs one byte, not four.
 
 Regions of interest: a frame may carry only some cells of its latent (`Regions`: a grid of
-`cell` × `cell` latent positions, set where the device's prefilter map sees an object). Only the
+`cell` × `cell` latent positions, set where the bundle's region head sees an object). Only the
 set cells' symbols are coded; every other position decodes as symbol 0, the channel's median:
 "nothing here" as the prior's most likely value. The background is most of a frame and cost ~70 %
 of its bytes (`benchmarks/latent_bits.py`), and the tails never needed it.

@@ -138,7 +138,7 @@ class StudentTraining:
     prefilter_score: float = 0.5  # unlabeled frames: positive if the teacher finds a box above
     # Regions of interest (split_models.regions, needs split.region_channels): a head on the
     # latent learns where objects are (a target per region cell: an object's box grown by
-    # `object_margin` overlaps it), and the device codes only the cells scoring above the
+    # `region_margin` overlaps it), and the device codes only the cells scoring above the
     # threshold that keeps `regions_recall` of the objects' cells on validation frames.
     # None: no region stage, every latent position is coded.
     regions: Optim | None = None
