@@ -4,11 +4,13 @@
         [--thresholds 0.06,0.1,0.2] [--widths 1.0] [--oracle-margin 0.25 --oracle-margin 0]
 
 Every frame goes the device's way (preprocess, head ONNX once) and the edge's (decode, the real
-tail); per width it prints, for all positions coded and for each region threshold, the cells
-kept, the coded payload (regions string included) and mAP / mAP@.5 / false detections per empty
-frame. `--thresholds` needs a bundle with a region head; `--oracle-margin` takes the mask from
-the labelled boxes instead (grown by that share of their size; at least 8 px when > 0, as
-`benchmarks.latent_bits` grows them): what a perfect region head would buy, on any bundle.
+tail); per width it prints, for all positions coded, the bundle's own region threshold and each
+of `--thresholds`, the cells kept, the coded payload (regions string included), mAP / mAP@.5 /
+false detections per empty frame, and for a region head its recall of the cells the labelled
+boxes overlap (the target it was trained and calibrated for). `--thresholds` needs a bundle
+with a region head; `--oracle-margin` takes the mask from the labelled boxes instead (grown by
+that share of their size; at least 8 px when > 0, as `benchmarks.latent_bits` grows them):
+what a perfect region head would buy, on any bundle.
 
 Why it exists: the background costs ~70 % of the bytes (`benchmarks.latent_bits`), and the
 tails do not need it; how much of that a region head can drop is this table.
@@ -49,26 +51,34 @@ def sweep(bundle: Path, data: Path, frames: int, widths: list[float] | None,
             outputs = runner.sessions[runner.width].run(None, {"image": head_input.image})
             heads.append((frame, head_input.geometry, outputs))
         settings: list[tuple[str, float | None]] = [("all positions", None)]
+        if runner.regions is not None:
+            settings.append(("region head", runner.region_thresholds[runner.width]))
         settings += [("region head", t) for t in thresholds]
         settings += [("labelled boxes", m) for m in oracle_margins]
         for mode, value in settings:
             latents, inputs, originals, payload, kept = [], [], [], 0, 0.0
+            found_cells, target_cells = 0, 0
             for frame, geometry, outputs in heads:
                 latent = outputs[0][0]
                 height, width_ = latent.shape[1:]
+                grid = (-(-height // ORACLE_CELL), -(-width_ // ORACLE_CELL))
+                stride = geometry.padded[0] // height  # input pixels per latent position
+                scale = (geometry.resized[0] / geometry.original[0],
+                         geometry.resized[1] / geometry.original[1])
                 regions = None
                 if mode == "region head":
                     assert runner.regions is not None and value is not None
                     regions = Regions(outputs[2][0, 0] >= value, runner.regions.cell)
+                    grid_rows, grid_cols = regions.cells.shape
+                    target = object_positions(frame, (grid_rows, grid_cols),
+                                              runner.regions.cell * stride, scale, 0.0, 0.0)
+                    found_cells += int((regions.cells & target).sum())
+                    target_cells += int(target.sum())
                 elif mode == "labelled boxes":
                     assert value is not None
-                    grid = (-(-height // ORACLE_CELL), -(-width_ // ORACLE_CELL))
-                    cell_px = ORACLE_CELL * geometry.padded[0] // height
-                    scale = (geometry.resized[0] / geometry.original[0],
-                             geometry.resized[1] / geometry.original[1])
                     least = MIN_MARGIN if value > 0 else 0.0
-                    regions = Regions(object_positions(frame, grid, cell_px, scale, value, least),
-                                      ORACLE_CELL)
+                    regions = Regions(object_positions(frame, grid, ORACLE_CELL * stride, scale,
+                                                       value, least), ORACLE_CELL)
                 coded = runner.codec.encode(latent, regions)
                 payload += coded.nbytes
                 kept += 1.0 if regions is None else float(regions.cells.mean())
@@ -77,12 +87,15 @@ def sweep(bundle: Path, data: Path, frames: int, widths: list[float] | None,
                 originals.append(geometry.original)
             found, found50, _, false = scorer.score(
                 runtime.run_latents(latents, inputs, originals))
+            recall = found_cells / target_cells if target_cells else None
             rows.append({"width": width, "mode": mode, "value": value, "kept": kept / count,
                          "payload_bytes": payload / count, "map": found, "map50": found50,
-                         "false_per_empty": false})
+                         "false_per_empty": false, "cell_recall": recall})
+            of_boxes = "" if recall is None else f" (the boxes' cells: {recall:.3f})"
             print(f"w={width:g} {mode}{'' if value is None else f' {value:g}'}: kept "
-                  f"{kept / count:.2f}, payload {payload / count:.0f} B, mAP {found:.3f} / "
-                  f"{found50:.3f}, false per empty frame {false:.2f}", flush=True)
+                  f"{kept / count:.2f}{of_boxes}, payload {payload / count:.0f} B, "
+                  f"mAP {found:.3f} / {found50:.3f}, false per empty frame {false:.2f}",
+                  flush=True)
     return rows
 
 
