@@ -5,8 +5,10 @@ is inside the graph — and boxes (x1, y1, x2, y2 in original pixels), scores, l
 Classification: the preprocessed head input in (1, H, W, 3 uint8), logits out.
 
 `run` is the fallback's one call: the tasks asked for, decoded to `shared.results.Results` (class
-names, softmax top-k) so nothing downstream knows the graphs' raw outputs. `detect` / `classify`
-are the raw graphs, for tools that time or compare them.
+names, softmax top-k) so nothing downstream knows the graphs' raw outputs. A task the manifest
+derives from another (`derived`: the frame label as the largest detection's class) is read off
+local.onnx's detections by the same rule as the edge's tail, so a fallback frame carries it
+too. `detect` / `classify` are the raw graphs, for tools that time or compare them.
 
 Never imports torch.
 """
@@ -26,7 +28,14 @@ from device_client.head import CPU_ONLY, make_session
 from device_client.preprocess import Image, Preprocessor
 from shared.bundle import Bundle, Task, load_bundle
 from shared.errors import BundleError
-from shared.results import Classification, Detection, Results, detections_from_arrays, top_k_classes
+from shared.results import (
+    Classification,
+    Detection,
+    Results,
+    detections_from_arrays,
+    largest_object_label,
+    top_k_classes,
+)
 
 
 @dataclass(frozen=True)
@@ -74,11 +83,21 @@ class LocalRunner:
         wanted = set(tasks)
         detections: tuple[Detection, ...] = ()
         classifications: tuple[Classification, ...] = ()
-        if "detection" in wanted and "detection" in self.sessions:
+        derived = self.bundle.manifest.derived.get("classification")
+        label_from_detections = (
+            "classification" in wanted and "classification" not in self.sessions
+            and derived is not None and derived.source in self.sessions)
+        found = None
+        if ("detection" in wanted or label_from_detections) and "detection" in self.sessions:
             found = self.detect(frame)
+        if found is not None and "detection" in wanted:
             detections = detections_from_arrays(found.boxes, found.scores, found.labels)
         if "classification" in wanted and "classification" in self.sessions:
             classifications = top_k_classes(self.classify(frame))
+        elif label_from_detections and found is not None and derived is not None:
+            classifications = largest_object_label(
+                found.boxes, found.scores, found.labels,
+                len(self.bundle.manifest.classes["classification"]), derived.min_score)
         return Results(detections, classifications).labelled(self.bundle.manifest.classes)
 
     def _session(self, task: Task) -> ort.InferenceSession:

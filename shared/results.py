@@ -109,5 +109,40 @@ def top_k_classes(
     return tuple(Classification(int(i), float(probabilities[i])) for i in best)
 
 
+def largest_object_label(
+    boxes: npt.NDArray[np.floating[Any]],
+    scores: npt.NDArray[np.floating[Any]],
+    labels: npt.NDArray[np.integer[Any]],
+    num_classes: int,
+    min_score: float,
+    k: int = TOP_K,
+) -> tuple[Classification, ...]:
+    """The frame label read off a detector's answer, as the edge's `largest_object` tail reads it
+    (split_models.tails.LargestObject; a test holds the two equal): the class of the largest
+    detection scoring ≥ `min_score` gets its score and "none" (0) the rest; with none that
+    confident, "none" gets 1 − the best score and that detection's class the best score. Then
+    the top k, as a classifier's softmax would give them."""
+    probabilities = np.full(num_classes, 1e-4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    valid = (labels >= 0) & (labels < num_classes)
+    keep = valid & (scores >= min_score)
+    if keep.any():
+        kept = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[keep]
+        areas = (kept[:, 2] - kept[:, 0]) * (kept[:, 3] - kept[:, 1])
+        largest = int(areas.argmax())
+        score = float(scores[keep][largest])
+        probabilities[int(labels[keep][largest])] = score
+        probabilities[0] = 1.0 - score
+    else:
+        runner_up = 0.0
+        if valid.any():
+            best = int(scores[valid].argmax())
+            runner_up = float(scores[valid][best])
+            probabilities[int(labels[valid][best])] = runner_up
+        probabilities[0] = 1.0 - runner_up
+    return top_k_classes(np.log(np.maximum(probabilities, 1e-6)), k)
+
+
 def _name(names: Sequence[str], label_id: int) -> str:
     return names[label_id] if 0 <= label_id < len(names) else ""

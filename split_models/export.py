@@ -35,6 +35,7 @@ from device_client.preprocess import Preprocessor
 from shared.bundle import (
     Branch,
     CenterCropResize,
+    DerivedLabel,
     FixedResize,
     HeadFile,
     LatentSpec,
@@ -140,6 +141,11 @@ def export_bundle(
         entropy_file="entropy.npz",
         tail_file="tail.pt",
         local_files=cast("dict[Task, str]", local_files),
+        # the device's fallback reads these tasks off local.onnx's detections, as the tail does
+        derived={cast("Task", task): DerivedLabel(rule="largest_object",
+                                                  min_score=teacher.min_score)
+                 for task, (_, teacher) in teachers.items()
+                 if isinstance(teacher, LargestObject)},
         branches=(),
         files={f: _PLACEHOLDER for f in files},
     )

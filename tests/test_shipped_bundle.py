@@ -75,3 +75,23 @@ def test_the_local_model_is_small_and_the_edge_answers_both_tasks() -> None:
     assert set(manifest.tasks) == {"detection", "classification"}
     assert set(manifest.local_files) == {"detection"}
     assert manifest.classes["classification"][0] == "none"
+
+
+def test_the_fallback_answers_both_tasks_too() -> None:
+    """The frame label is derived from detections: local.onnx's, when the edge is gone."""
+    import numpy as np
+
+    from device_client.local import LocalRunner
+    from shared.results import largest_object_label
+
+    local = LocalRunner.load(ROOT, threads=1)
+    derived = local.bundle.manifest.derived["classification"]
+    image = np.full((240, 320, 3), 40, np.uint8)
+    image[60:180, 100:220] = (230, 200, 40)  # one large flat square on a dark frame
+    results = local.run(image, ("detection", "classification"))
+    found = local.detect(image)
+    expected = largest_object_label(found.boxes, found.scores, found.labels,
+                                    len(local.bundle.manifest.classes["classification"]),
+                                    derived.min_score)
+    assert [c.label_id for c in results.classifications] == [c.label_id for c in expected]
+    assert results.classifications[0].label  # named from the manifest

@@ -104,6 +104,16 @@ class PrefilterSpec(_Strict):
     target_recall: float | None = None
 
 
+class DerivedLabel(_Strict):
+    """A task answered from another task's answer, with no model of its own: `largest_object`
+    is the class of the largest `source` detection scoring ≥ `min_score`, or "none". The edge's
+    tail does it after the detector; the device's fallback does the same after local.onnx."""
+
+    rule: Literal["largest_object"]
+    source: Literal["detection"] = "detection"
+    min_score: float = Field(ge=0, le=1)
+
+
 class Branch(_Strict):
     """One way to process a frame; the scheduler reads these figures."""
 
@@ -151,6 +161,7 @@ class Manifest(_Strict):
     entropy_file: str
     tail_file: str
     local_files: dict[Task, str]
+    derived: dict[Task, DerivedLabel] = Field(default_factory=dict)  # tasks read off another's
     branches: tuple[Branch, ...]
     files: dict[str, FileDigest]
 
@@ -172,6 +183,10 @@ class Manifest(_Strict):
                     f"head {head.file} has {head.latent_channels} channels, more than the "
                     f"latent's {self.latent.channels}"
                 )
+        for task, label in self.derived.items():
+            if task not in self.tasks or label.source not in self.tasks or task == label.source:
+                raise ValueError(f"derived task {task} from {label.source}: both must be tasks "
+                                 f"of this bundle ({list(self.tasks)}), and not the same one")
         if self.regions is not None and any(h.regions_threshold is None for h in self.heads):
             raise ValueError("a bundle that codes regions gives every head a regions_threshold")
         referenced = [h.file for h in self.heads]

@@ -100,6 +100,13 @@ def test_missing_file_refused(tmp_path: Path) -> None:
             "leaves the bundle",
         ),
         (lambda m: m["heads"][0].update(latent_channels=99), "more than the latent"),
+        # a label derived from a task the bundle does not serve, or from itself
+        (lambda m: m.update(derived={"classification": {"rule": "largest_object",
+                                                         "min_score": 0.5}}), "derived task"),
+        (lambda m: m.update(derived={"detection": {"rule": "largest_object",
+                                                    "min_score": 0.5}}), "not the same one"),
+        (lambda m: m.update(derived={"detection": {"rule": "biggest", "min_score": 0.5}}),
+         "largest_object"),
     ],
 )
 def test_bad_manifest_refused(tmp_path: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]

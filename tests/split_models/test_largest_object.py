@@ -11,7 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from device_client.local import LocalRunner  # noqa: E402
+from shared.bundle import load_bundle  # noqa: E402
 from shared.errors import TeacherError  # noqa: E402
+from shared.results import Results, largest_object_label  # noqa: E402
 from split_models.export import export_bundle  # noqa: E402
 from split_models.runtime import TailRuntime  # noqa: E402
 from split_models.split import SplitConfig, build_student  # noqa: E402
@@ -109,3 +112,41 @@ def test_a_bundle_answers_the_frame_label_from_its_detections(tmp_path: Path) ->
     sizes = [(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) for d in sure]
     assert both.classifications[0].label_id == (
         sure[int(np.argmax(sizes))].label_id if sure else 0)
+
+
+def test_the_device_reads_the_label_as_the_edge_does() -> None:
+    """shared.results.largest_object_label (the device's fallback, no torch) == LargestObject."""
+    rule = LargestObject(num_classes=6)
+    generator = np.random.default_rng(4)
+    for _ in range(200):
+        count = int(generator.integers(0, 6))
+        corners = generator.uniform(0, 200, (count, 2))
+        boxes = np.concatenate([corners, corners + generator.uniform(1, 90, (count, 2))], 1)
+        scores = generator.uniform(0, 1, count).astype(np.float32)
+        labels = generator.integers(1, 8, count)  # 6 and 7: labels the classifier lacks
+        (edge,) = rule([_found(boxes.tolist(), scores.tolist(), labels.tolist())]).softmax(-1)
+        device = largest_object_label(boxes, scores, labels, 6, rule.min_score)
+        top = edge.topk(len(device))
+        assert [c.label_id for c in device][:1] == top.indices.tolist()[:1]
+        assert [c.score for c in device] == pytest.approx(top.values.tolist(), abs=1e-5)
+
+
+def test_the_fallback_labels_a_frame_from_local_detections(tmp_path: Path) -> None:
+    teachers = _teachers()
+    student = build_student(teachers, SplitConfig(inner_channels=16))
+    root = export_bundle(student, teachers, tmp_path / "bundle", name="lo", version="1",
+                         sample=frame(120, 160), repeats=1)
+    manifest = load_bundle(root).manifest
+    assert manifest.derived["classification"].rule == "largest_object"
+    assert "classification" not in manifest.local_files
+    local = LocalRunner.load(root, threads=1)
+    image = frame(120, 160, seed=3)
+    both = local.run(image, ("detection", "classification"))
+    found = local.detect(image)
+    expected = largest_object_label(found.boxes, found.scores, found.labels, 6, 0.5)
+    assert both.classifications == Results((), expected).labelled(manifest.classes).classifications
+    assert both.classifications[0].label in manifest.classes["classification"]
+    # asked for the label alone, the detector still runs, and only the label comes back
+    alone = local.run(image, ("classification",))
+    assert not alone.detections and alone.classifications == both.classifications
+    assert not local.run(image, ("detection",)).classifications
