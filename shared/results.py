@@ -109,19 +109,18 @@ def top_k_classes(
     return tuple(Classification(int(i), float(probabilities[i])) for i in best)
 
 
-def largest_object_label(
+def largest_object_log_probabilities(
     boxes: npt.NDArray[np.floating[Any]],
     scores: npt.NDArray[np.floating[Any]],
     labels: npt.NDArray[np.integer[Any]],
     num_classes: int,
     min_score: float,
-    k: int = TOP_K,
-) -> tuple[Classification, ...]:
-    """The frame label read off a detector's answer, as the edge's `largest_object` tail reads it
-    (split_models.tails.LargestObject; a test holds the two equal): the class of the largest
-    detection scoring ≥ `min_score` gets its score and "none" (0) the rest; with none that
-    confident, "none" gets 1 − the best score and that detection's class the best score. Then
-    the top k, as a classifier's softmax would give them."""
+) -> npt.NDArray[np.float64]:
+    """The frame label read off a detector's answer, as log-probabilities (num_classes,): the
+    class of the largest detection scoring ≥ `min_score` gets its score and "none" (0) the rest;
+    with none that confident, "none" gets 1 − the best score and that detection's class the best
+    score. The edge's `largest_object` tail (split_models.tails.LargestObject) and the device's
+    fallback (`largest_object_label`) both read it here."""
     probabilities = np.full(num_classes, 1e-4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
@@ -134,14 +133,29 @@ def largest_object_label(
         score = float(scores[keep][largest])
         probabilities[int(labels[keep][largest])] = score
         probabilities[0] = 1.0 - score
-    else:
+    else:  # nothing confident: "none", with the best guess as the runner-up
         runner_up = 0.0
         if valid.any():
             best = int(scores[valid].argmax())
             runner_up = float(scores[valid][best])
             probabilities[int(labels[valid][best])] = runner_up
         probabilities[0] = 1.0 - runner_up
-    return top_k_classes(np.log(np.maximum(probabilities, 1e-6)), k)
+    logs: npt.NDArray[np.float64] = np.log(np.maximum(probabilities, 1e-6))
+    return logs
+
+
+def largest_object_label(
+    boxes: npt.NDArray[np.floating[Any]],
+    scores: npt.NDArray[np.floating[Any]],
+    labels: npt.NDArray[np.integer[Any]],
+    num_classes: int,
+    min_score: float,
+    k: int = TOP_K,
+) -> tuple[Classification, ...]:
+    """`largest_object_log_probabilities`' top k, as a classifier's softmax would give them: what
+    the edge answers for a `largest_object` task, from the device's own detections."""
+    return top_k_classes(
+        largest_object_log_probabilities(boxes, scores, labels, num_classes, min_score), k)
 
 
 def _name(names: Sequence[str], label_id: int) -> str:

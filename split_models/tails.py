@@ -21,6 +21,8 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.models.detection.ssd import SSD
 
+from shared.results import largest_object_log_probabilities
+
 Detections = list[dict[str, torch.Tensor]]
 
 
@@ -98,27 +100,13 @@ class LargestObject(nn.Module):
         self.num_classes, self.min_score = num_classes, min_score
 
     def forward(self, detections: Detections) -> torch.Tensor:
-        rows = []
-        for found in detections:
-            probabilities = torch.full((self.num_classes,), 1e-4)
-            scores, labels = found["scores"], found["labels"]
-            valid = labels < self.num_classes
-            keep = valid & (scores >= self.min_score)
-            if keep.any():
-                boxes = found["boxes"][keep]
-                areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-                largest = int(areas.argmax())
-                score = float(scores[keep][largest])
-                probabilities[int(labels[keep][largest])] = score
-                probabilities[0] = 1.0 - score
-            else:  # nothing confident: "none", with the best guess as the runner-up
-                runner_up = 0.0
-                if valid.any():
-                    best = int(scores[valid].argmax())
-                    runner_up = float(scores[valid][best])
-                    probabilities[int(labels[valid][best])] = runner_up
-                probabilities[0] = 1.0 - runner_up
-            rows.append(probabilities.clamp_min(1e-6).log())
+        rows = [
+            torch.from_numpy(largest_object_log_probabilities(
+                found["boxes"].detach().cpu().numpy(), found["scores"].detach().cpu().numpy(),
+                found["labels"].detach().cpu().numpy(), self.num_classes, self.min_score,
+            )).float()
+            for found in detections
+        ]
         return torch.stack(rows) if rows else torch.zeros((0, self.num_classes))
 
 

@@ -115,7 +115,7 @@ def test_a_bundle_answers_the_frame_label_from_its_detections(tmp_path: Path) ->
 
 
 def test_the_device_reads_the_label_as_the_edge_does() -> None:
-    """shared.results.largest_object_label (the device's fallback, no torch) == LargestObject."""
+    """The device's fallback (shared.results, no torch) answers what the edge's tail answers."""
     rule = LargestObject(num_classes=6)
     generator = np.random.default_rng(4)
     for _ in range(200):
