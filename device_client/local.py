@@ -57,6 +57,13 @@ class LocalRunner:
             task: make_session(bundle.path(name), threads, providers)
             for task, name in bundle.manifest.local_files.items()
         }
+        # the frame label read off local.onnx's detections (manifest `derived`), when the bundle
+        # has no local classifier: decided once, not per frame
+        derived = bundle.manifest.derived.get("classification")
+        self.label_rule = (
+            derived if derived is not None and derived.source in self.sessions
+            and "classification" not in self.sessions else None)
+        self.label_classes = len(bundle.manifest.classes.get("classification", ()))
 
     @classmethod
     def load(cls, root: Path | str, threads: int | None = None) -> LocalRunner:
@@ -79,25 +86,21 @@ class LocalRunner:
 
     def run(self, frame: Image, tasks: Iterable[Task]) -> Results:
         """The bundle's full models on an HxWx3 uint8 RGB frame, for each of `tasks` this bundle
-        has a local model for; labels named from the manifest."""
+        has a local model or a derived rule for; labels named from the manifest."""
         wanted = set(tasks)
         detections: tuple[Detection, ...] = ()
         classifications: tuple[Classification, ...] = ()
-        derived = self.bundle.manifest.derived.get("classification")
-        label_from_detections = (
-            "classification" in wanted and "classification" not in self.sessions
-            and derived is not None and derived.source in self.sessions)
+        rule = self.label_rule if "classification" in wanted else None
         found = None
-        if ("detection" in wanted or label_from_detections) and "detection" in self.sessions:
+        if ("detection" in wanted or rule is not None) and "detection" in self.sessions:
             found = self.detect(frame)
         if found is not None and "detection" in wanted:
             detections = detections_from_arrays(found.boxes, found.scores, found.labels)
         if "classification" in wanted and "classification" in self.sessions:
             classifications = top_k_classes(self.classify(frame))
-        elif label_from_detections and found is not None and derived is not None:
+        elif rule is not None and found is not None:
             classifications = largest_object_label(
-                found.boxes, found.scores, found.labels,
-                len(self.bundle.manifest.classes["classification"]), derived.min_score)
+                found.boxes, found.scores, found.labels, self.label_classes, rule.min_score)
         return Results(detections, classifications).labelled(self.bundle.manifest.classes)
 
     def _session(self, task: Task) -> ort.InferenceSession:
