@@ -181,3 +181,24 @@ def test_the_benchmark_stream_draws_benchmark_scenes_with_empty_stretches() -> N
     assert not generator.boxes(3) and not np.array_equal(generator.frame(3), generator.frame(0))
     plumbing = frame_generator(config.model_copy(update={"scenes": "plumbing"}))
     assert isinstance(plumbing, ShapesGenerator)
+
+
+@pytest.mark.parametrize("regions", [True, False])
+def test_the_regions_flag_reaches_the_head(regions: bool) -> None:
+    """`pipeline.prefilter.regions: false` codes every latent position of a bundle with a region
+    head: the daemon's runner then has no regions and its payload carries no region string."""
+    from device_client.daemon import build_runners
+    from shared.bundle import load_bundle
+
+    bundle = load_bundle(ROOT / "bundles" / "demo-shapes")
+    assert bundle.manifest.regions is not None
+    settings = load_settings(None, bundle={"path": str(bundle.root)},
+                             source={"kind": "generated"},
+                             pipeline={"prefilter": {"regions": regions}})
+    head, _ = build_runners(bundle, settings)
+    assert (head.regions is not None) is regions
+    image = np.zeros((240, 320, 3), np.uint8)
+    image[60:180, 100:220] = (230, 200, 40)
+    out = head.run(image)
+    assert out.payload is not None
+    assert (len(out.payload.strings) == 3) is regions
