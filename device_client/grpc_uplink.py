@@ -12,7 +12,8 @@ grows to minutes). Keepalive pings find a dead peer on a silent link.
 Lean frames: an edge that takes them says so in the stream's initial metadata; from then on each
 frame leaves out what did not change since the one before (`shared.messages.LeanEncoder`, one
 per stream: a reconnect starts whole). Until the edge said so, and to an older edge that never
-does, frames go whole. Never imports torch.
+does, frames go whole. An edge that also announces compact frames gets the latent's codec and
+shape left out too and the times as offsets (~20 bytes less per frame). Never imports torch.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from device_client.config import EdgeConfig
 from device_client.uplink import Reply
 from shared.errors import UplinkUnavailable
-from shared.messages import LEAN_HEADER, LeanEncoder, wire_bytes
+from shared.messages import COMPACT_HEADER, LEAN_HEADER, LeanEncoder, wire_bytes
 from shared.wire import pb, pb_grpc
 
 log = logging.getLogger("splitedge.device.uplink")
@@ -182,12 +183,15 @@ class GrpcUplink:
             metadata = call.initial_metadata()
         except grpc.RpcError:
             return
-        announced = any((m[0], m[1]) == LEAN_HEADER for m in metadata or ())
+        pairs = {(m[0], m[1]) for m in metadata or ()}
+        announced, compact = LEAN_HEADER in pairs, COMPACT_HEADER in pairs
         with self._lock:
             if announced and self._call is call:
                 self._lean = True
+                self._encoder.compact = compact
         if announced:
-            log.info("edge %s takes lean frames", self.config.target)
+            log.info("edge %s takes lean%s frames", self.config.target,
+                     " (compact)" if compact else "")
 
     def _serving(self, channel: grpc.Channel) -> bool:
         """Ask grpc.health.v1 first: an edge still loading its bundles (or draining) listens but

@@ -24,7 +24,15 @@ from edge_server.redact import echoed
 from edge_server.runtime import Caller, EdgeRuntime
 from shared.codecs import codec_spec
 from shared.errors import FrameError, InvalidRequest, Overloaded
-from shared.messages import LEAN_HEADER, LeanDecoder, grpc_code, status_of, task_ids
+from shared.messages import (
+    COMPACT_HEADER,
+    LEAN_HEADER,
+    LeanDecoder,
+    check_whole,
+    grpc_code,
+    status_of,
+    task_ids,
+)
 from shared.wire import pb, pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
@@ -125,8 +133,7 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error)
             raise AssertionError("unreachable: abort raises")
         try:
-            if request.lean:
-                raise InvalidRequest("a unary Infer request is always whole: lean is for Stream")
+            check_whole(request)
             return await self.runtime.infer(request, self.caller(context))
         except FrameError as exc:
             if isinstance(exc, Overloaded):
@@ -145,7 +152,7 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         caller = self.caller(context)
         closing = asyncio.ensure_future(self.runtime.closing.wait())
         # Announced before any frame, so a device knows at once it may send lean frames.
-        await context.send_initial_metadata((LEAN_HEADER,))
+        await context.send_initial_metadata((LEAN_HEADER, COMPACT_HEADER))
         frames = LeanDecoder()  # read in stream order, so lean frames expand against the last
 
         async def read() -> None:

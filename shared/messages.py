@@ -199,10 +199,14 @@ def error_of(status: pb.FrameStatus) -> FrameError | None:
 # -- bytes on the wire, and lean stream frames ----------------------------------------------------
 GRPC_PREFIX = 5  # gRPC's length prefix of every message: a compressed flag and 4 bytes of length
 HTTP2_DATA_HEADER = 9  # the HTTP/2 DATA frame header that carries it
-# A Stream's initial metadata from an edge that takes lean frames.
+# A Stream's initial metadata from an edge that takes lean frames; an edge that also takes compact
+# ones (latent codec and shape left out, times as offsets) sends the second pair as well.
 LEAN_HEADER = ("splitedge-stream", "lean")
+COMPACT_HEADER = ("splitedge-stream", "lean-compact")
 _SETTINGS = ("stream_id", "model_name", "model_version", "branch_id")
 _SIZES = ("original_size", "input_size")
+_OFFSETS = ("capture_after_previous_us", "deadline_after_capture_us")
+_MAX_OFFSET_US = 2**32 - 1  # a uint32
 
 
 def wire_bytes(message: pb.InferRequest) -> int:
@@ -212,16 +216,44 @@ def wire_bytes(message: pb.InferRequest) -> int:
     return message.ByteSize() + GRPC_PREFIX + HTTP2_DATA_HEADER
 
 
-class LeanEncoder:
-    """The sending end of one Stream: each request as a lean frame against the one before it.
-    One per stream (a new stream starts whole); not thread-safe: the sender orders the frames."""
+def check_whole(request: pb.InferRequest) -> None:
+    """InvalidRequest unless `request` stands on its own (a unary call's, a stream's first)."""
+    if request.lean:
+        raise InvalidRequest("a unary Infer request is always whole: lean is for Stream")
+    if any(request.HasField(name) for name in _OFFSETS):
+        raise InvalidRequest("capture_after_previous_us and deadline_after_capture_us are for "
+                             "compact lean frames on a Stream; a whole frame sends its times")
 
-    def __init__(self) -> None:
+
+@dataclass
+class _Clock:
+    """A stream's times as the receiving end holds them: the last frame's capture time and its
+    budget (deadline − capture time, None without a deadline). Both ends keep one, so the sender
+    computes each offset against what the edge will add it to (no rounding drift)."""
+
+    capture_ns: int = 0
+    budget_ns: int | None = None
+
+    def hold(self, capture_ns: int, deadline_ns: int) -> None:
+        self.capture_ns = capture_ns
+        self.budget_ns = deadline_ns - capture_ns if deadline_ns > 0 else None
+
+
+class LeanEncoder:
+    """The sending end of one Stream: each request as a lean frame against the one before it;
+    with `compact` (the edge announced COMPACT_HEADER) the latent's codec and shape and the
+    absolute times are left out too. One per stream (a new stream starts whole); not
+    thread-safe: the sender orders the frames."""
+
+    def __init__(self, compact: bool = False) -> None:
+        self.compact = compact
         self._last: pb.InferRequest | None = None
+        self._clock = _Clock()
 
     def encode(self, request: pb.InferRequest) -> pb.InferRequest:
         last, self._last = self._last, request
         if last is None:
+            self._clock.hold(request.capture_time_unix_ns, request.deadline_unix_ns)
             return request
         lean = pb.InferRequest()
         lean.CopyFrom(request)
@@ -230,37 +262,90 @@ class LeanEncoder:
             if value == getattr(last, name):
                 lean.ClearField(name)
             elif not value:
-                return request  # changed to its default: a lean frame could not say so
+                return self._whole(request)  # changed to its default: a lean frame cannot say so
         if list(request.tasks) == list(last.tasks):
             lean.ClearField("tasks")
         elif not request.tasks:
-            return request
+            return self._whole(request)
         for name in _SIZES:
             if not request.HasField(name):
                 if last.HasField(name):
-                    return request
+                    return self._whole(request)
             elif getattr(request, name) == getattr(last, name):
                 lean.ClearField(name)
         lean.lean = True
+        if self.compact:
+            self._compact(lean, last)
+        else:
+            self._clock.hold(request.capture_time_unix_ns, request.deadline_unix_ns)
         return lean
+
+    def _whole(self, request: pb.InferRequest) -> pb.InferRequest:
+        self._clock.hold(request.capture_time_unix_ns, request.deadline_unix_ns)
+        return request
+
+    def _compact(self, lean: pb.InferRequest, last: pb.InferRequest) -> None:
+        if lean.HasField("latent") and last.HasField("latent"):
+            if lean.latent.codec == last.latent.codec:
+                lean.latent.ClearField("codec")
+            if list(lean.latent.shape) == list(last.latent.shape):
+                lean.latent.ClearField("shape")
+        capture, deadline = lean.capture_time_unix_ns, lean.deadline_unix_ns
+        clock = self._clock
+        offset_us = round((capture - clock.capture_ns) / 1000)
+        budget_us = round((deadline - capture) / 1000) if deadline > 0 else None
+        if (capture == 0  # no times at all: nothing on the wire either way
+                or not 0 <= offset_us <= _MAX_OFFSET_US
+                or (budget_us is None and clock.budget_ns is not None)  # "none" needs absolutes
+                or (budget_us is not None and not 0 <= budget_us <= _MAX_OFFSET_US)):
+            clock.hold(capture, deadline)  # absolute times, as a plain lean frame sends them
+            return
+        lean.ClearField("capture_time_unix_ns")
+        lean.ClearField("deadline_unix_ns")
+        lean.capture_after_previous_us = offset_us
+        held_capture = clock.capture_ns + offset_us * 1000
+        if budget_us is not None and budget_us * 1000 != clock.budget_ns:
+            lean.deadline_after_capture_us = budget_us
+        clock.capture_ns = held_capture
+        clock.budget_ns = None if budget_us is None else budget_us * 1000
 
 
 class LeanDecoder:
-    """The receiving end of one Stream: lean frames back to whole requests, in stream order."""
+    """The receiving end of one Stream: lean (and compact) frames back to whole requests, in
+    stream order."""
 
     def __init__(self) -> None:
         self._last: pb.InferRequest | None = None
+        self._clock = _Clock()
 
     def expand(self, request: pb.InferRequest) -> pb.InferRequest:
-        """The whole request; InvalidRequest for a lean frame with no frame before it."""
+        """The whole request; InvalidRequest for a lean frame with no frame before it, or a
+        compact one that leaves out what the frame before it did not have."""
         if not request.lean:
-            self._last = request
+            check_whole(request)
+            self._hold(request)
             return request
         last = self._last
         if last is None:
             raise InvalidRequest(
                 "a lean frame needs an earlier frame on its stream; send the first one whole"
             )
+        compact = request.HasField("capture_after_previous_us")
+        if request.HasField("deadline_after_capture_us") and not compact:
+            raise InvalidRequest("deadline_after_capture_us comes with capture_after_previous_us")
+        if compact and (request.capture_time_unix_ns or request.deadline_unix_ns):
+            raise InvalidRequest("a compact lean frame sends its times as offsets or absolute, "
+                                 "not both")
+        if request.HasField("latent") and (
+            not request.latent.codec or not request.latent.shape
+        ):
+            if not last.HasField("latent"):
+                raise InvalidRequest("a compact lean frame leaves out the latent's codec or "
+                                     "shape only after a frame that carried a latent")
+            if not request.latent.codec:
+                request.latent.codec = last.latent.codec
+            if not request.latent.shape:
+                request.latent.shape.extend(last.latent.shape)
         for name in _SETTINGS:
             if not getattr(request, name):
                 setattr(request, name, getattr(last, name))
@@ -269,6 +354,20 @@ class LeanDecoder:
         for name in _SIZES:
             if not request.HasField(name) and last.HasField(name):
                 getattr(request, name).CopyFrom(getattr(last, name))
+        if compact:
+            clock = self._clock
+            request.capture_time_unix_ns = (clock.capture_ns
+                                            + request.capture_after_previous_us * 1000)
+            budget = (request.deadline_after_capture_us * 1000
+                      if request.HasField("deadline_after_capture_us") else clock.budget_ns)
+            request.deadline_unix_ns = 0 if budget is None else (
+                request.capture_time_unix_ns + budget)
+            for name in _OFFSETS:
+                request.ClearField(name)
         request.lean = False
-        self._last = request
+        self._hold(request)
         return request
+
+    def _hold(self, request: pb.InferRequest) -> None:
+        self._last = request
+        self._clock.hold(request.capture_time_unix_ns, request.deadline_unix_ns)

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fsplitedge.proto\x12\x0csplitedge.v1\"*\n\tImageSize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\"L\n\x06Latent\x12\"\n\x05\x63odec\x18\x01 \x01(\x0e\x32\x13.splitedge.v1.Codec\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0f\n\x07strings\x18\x03 \x03(\x0c\"@\n\x0c\x45ncodedImage\x12\"\n\x05\x63odec\x18\x01 \x01(\x0e\x32\x13.splitedge.v1.Codec\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x97\x03\n\x0cInferRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x11\n\tbranch_id\x18\x05 \x01(\t\x12!\n\x05tasks\x18\x06 \x03(\x0e\x32\x12.splitedge.v1.Task\x12&\n\x06latent\x18\x07 \x01(\x0b\x32\x14.splitedge.v1.LatentH\x00\x12+\n\x05image\x18\x08 \x01(\x0b\x32\x1a.splitedge.v1.EncodedImageH\x00\x12.\n\roriginal_size\x18\t \x01(\x0b\x32\x17.splitedge.v1.ImageSize\x12+\n\ninput_size\x18\n \x01(\x0b\x32\x17.splitedge.v1.ImageSize\x12\x1c\n\x14\x63\x61pture_time_unix_ns\x18\x0b \x01(\x03\x12\x18\n\x10\x64\x65\x61\x64line_unix_ns\x18\x0c \x01(\x03\x12\x0c\n\x04lean\x18\r \x01(\x08\x42\t\n\x07payload\"A\n\x03\x42ox\x12\r\n\x05x_min\x18\x01 \x01(\x02\x12\r\n\x05y_min\x18\x02 \x01(\x02\x12\r\n\x05x_max\x18\x03 \x01(\x02\x12\r\n\x05y_max\x18\x04 \x01(\x02\"[\n\tDetection\x12\x1e\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x11.splitedge.v1.Box\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08label_id\x18\x03 \x01(\x05\x12\r\n\x05label\x18\x04 \x01(\t\"@\n\x0e\x43lassification\x12\x10\n\x08label_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"o\n\x0cStageTimings\x12\x15\n\rqueue_wait_ms\x18\x01 \x01(\x01\x12\x11\n\tdecode_ms\x18\x02 \x01(\x01\x12\x0f\n\x07tail_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\r\"]\n\x0b\x46rameStatus\x12%\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x17.splitedge.v1.FrameCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\r\"\xae\x02\n\rInferResponse\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x11\n\tbranch_id\x18\x05 \x01(\t\x12)\n\x06status\x18\x06 \x01(\x0b\x32\x19.splitedge.v1.FrameStatus\x12+\n\ndetections\x18\x07 \x03(\x0b\x32\x17.splitedge.v1.Detection\x12\x35\n\x0f\x63lassifications\x18\x08 \x03(\x0b\x32\x1c.splitedge.v1.Classification\x12+\n\x07timings\x18\t \x01(\x0b\x32\x1a.splitedge.v1.StageTimings\"\'\n\x11ListModelsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\xe5\x01\n\x06\x42ranch\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x02\x12\x13\n\x0brate_lambda\x18\x04 \x01(\x02\x12+\n\ninput_size\x18\x05 \x01(\x0b\x32\x17.splitedge.v1.ImageSize\x12\x16\n\x0e\x65xpected_bytes\x18\x06 \x01(\x01\x12\x11\n\tdevice_ms\x18\x07 \x01(\x01\x12\x0f\n\x07\x65\x64ge_ms\x18\x08 \x01(\x01\x12\x10\n\x08\x61\x63\x63uracy\x18\t \x01(\x01\x12\"\n\x05\x63odec\x18\n \x01(\x0e\x32\x13.splitedge.v1.Codec\"\x86\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12!\n\x05tasks\x18\x03 \x03(\x0e\x32\x12.splitedge.v1.Task\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12&\n\x08\x62ranches\x18\x05 \x03(\x0b\x32\x14.splitedge.v1.Branch\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.splitedge.v1.ModelInfo*\x92\x01\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ODEC_FACTORIZED_ANS\x10\x01\x12\x14\n\x10\x43ODEC_UINT8_ZSTD\x10\x02\x12\x13\n\x0f\x43ODEC_FP16_ZSTD\x10\x03\x12\x0e\n\nCODEC_JPEG\x10\x04\x12\x0e\n\nCODEC_WEBP\x10\x05\x12\r\n\tCODEC_PNG\x10\x06*I\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_DETECTION\x10\x01\x12\x17\n\x13TASK_CLASSIFICATION\x10\x02*\x92\x02\n\tFrameCode\x12\x0c\n\x08\x46RAME_OK\x10\x00\x12\x13\n\x0f\x46RAME_CANCELLED\x10\x01\x12\x11\n\rFRAME_UNKNOWN\x10\x02\x12\x1a\n\x16\x46RAME_INVALID_ARGUMENT\x10\x03\x12\x1b\n\x17\x46RAME_DEADLINE_EXCEEDED\x10\x04\x12\x13\n\x0f\x46RAME_NOT_FOUND\x10\x05\x12\x1c\n\x18\x46RAME_RESOURCE_EXHAUSTED\x10\x08\x12\x1d\n\x19\x46RAME_FAILED_PRECONDITION\x10\t\x12\x12\n\x0e\x46RAME_INTERNAL\x10\r\x12\x15\n\x11\x46RAME_UNAVAILABLE\x10\x0e\x12\x19\n\x15\x46RAME_UNAUTHENTICATED\x10\x10\x32\xea\x01\n\x0eSplitInference\x12@\n\x05Infer\x12\x1a.splitedge.v1.InferRequest\x1a\x1b.splitedge.v1.InferResponse\x12\x45\n\x06Stream\x12\x1a.splitedge.v1.InferRequest\x1a\x1b.splitedge.v1.InferResponse(\x01\x30\x01\x12O\n\nListModels\x12\x1f.splitedge.v1.ListModelsRequest\x1a .splitedge.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fsplitedge.proto\x12\x0csplitedge.v1\"*\n\tImageSize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\"L\n\x06Latent\x12\"\n\x05\x63odec\x18\x01 \x01(\x0e\x32\x13.splitedge.v1.Codec\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0f\n\x07strings\x18\x03 \x03(\x0c\"@\n\x0c\x45ncodedImage\x12\"\n\x05\x63odec\x18\x01 \x01(\x0e\x32\x13.splitedge.v1.Codec\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xa3\x04\n\x0cInferRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x11\n\tbranch_id\x18\x05 \x01(\t\x12!\n\x05tasks\x18\x06 \x03(\x0e\x32\x12.splitedge.v1.Task\x12&\n\x06latent\x18\x07 \x01(\x0b\x32\x14.splitedge.v1.LatentH\x00\x12+\n\x05image\x18\x08 \x01(\x0b\x32\x1a.splitedge.v1.EncodedImageH\x00\x12.\n\roriginal_size\x18\t \x01(\x0b\x32\x17.splitedge.v1.ImageSize\x12+\n\ninput_size\x18\n \x01(\x0b\x32\x17.splitedge.v1.ImageSize\x12\x1c\n\x14\x63\x61pture_time_unix_ns\x18\x0b \x01(\x03\x12\x18\n\x10\x64\x65\x61\x64line_unix_ns\x18\x0c \x01(\x03\x12\x0c\n\x04lean\x18\r \x01(\x08\x12&\n\x19\x63\x61pture_after_previous_us\x18\x0e \x01(\rH\x01\x88\x01\x01\x12&\n\x19\x64\x65\x61\x64line_after_capture_us\x18\x0f \x01(\rH\x02\x88\x01\x01\x42\t\n\x07payloadB\x1c\n\x1a_capture_after_previous_usB\x1c\n\x1a_deadline_after_capture_us\"A\n\x03\x42ox\x12\r\n\x05x_min\x18\x01 \x01(\x02\x12\r\n\x05y_min\x18\x02 \x01(\x02\x12\r\n\x05x_max\x18\x03 \x01(\x02\x12\r\n\x05y_max\x18\x04 \x01(\x02\"[\n\tDetection\x12\x1e\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x11.splitedge.v1.Box\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08label_id\x18\x03 \x01(\x05\x12\r\n\x05label\x18\x04 \x01(\t\"@\n\x0e\x43lassification\x12\x10\n\x08label_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"o\n\x0cStageTimings\x12\x15\n\rqueue_wait_ms\x18\x01 \x01(\x01\x12\x11\n\tdecode_ms\x18\x02 \x01(\x01\x12\x0f\n\x07tail_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\r\"]\n\x0b\x46rameStatus\x12%\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x17.splitedge.v1.FrameCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\r\"\xae\x02\n\rInferResponse\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x11\n\tbranch_id\x18\x05 \x01(\t\x12)\n\x06status\x18\x06 \x01(\x0b\x32\x19.splitedge.v1.FrameStatus\x12+\n\ndetections\x18\x07 \x03(\x0b\x32\x17.splitedge.v1.Detection\x12\x35\n\x0f\x63lassifications\x18\x08 \x03(\x0b\x32\x1c.splitedge.v1.Classification\x12+\n\x07timings\x18\t \x01(\x0b\x32\x1a.splitedge.v1.StageTimings\"\'\n\x11ListModelsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\xe5\x01\n\x06\x42ranch\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x02\x12\x13\n\x0brate_lambda\x18\x04 \x01(\x02\x12+\n\ninput_size\x18\x05 \x01(\x0b\x32\x17.splitedge.v1.ImageSize\x12\x16\n\x0e\x65xpected_bytes\x18\x06 \x01(\x01\x12\x11\n\tdevice_ms\x18\x07 \x01(\x01\x12\x0f\n\x07\x65\x64ge_ms\x18\x08 \x01(\x01\x12\x10\n\x08\x61\x63\x63uracy\x18\t \x01(\x01\x12\"\n\x05\x63odec\x18\n \x01(\x0e\x32\x13.splitedge.v1.Codec\"\x86\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12!\n\x05tasks\x18\x03 \x03(\x0e\x32\x12.splitedge.v1.Task\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12&\n\x08\x62ranches\x18\x05 \x03(\x0b\x32\x14.splitedge.v1.Branch\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.splitedge.v1.ModelInfo*\x92\x01\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ODEC_FACTORIZED_ANS\x10\x01\x12\x14\n\x10\x43ODEC_UINT8_ZSTD\x10\x02\x12\x13\n\x0f\x43ODEC_FP16_ZSTD\x10\x03\x12\x0e\n\nCODEC_JPEG\x10\x04\x12\x0e\n\nCODEC_WEBP\x10\x05\x12\r\n\tCODEC_PNG\x10\x06*I\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_DETECTION\x10\x01\x12\x17\n\x13TASK_CLASSIFICATION\x10\x02*\x92\x02\n\tFrameCode\x12\x0c\n\x08\x46RAME_OK\x10\x00\x12\x13\n\x0f\x46RAME_CANCELLED\x10\x01\x12\x11\n\rFRAME_UNKNOWN\x10\x02\x12\x1a\n\x16\x46RAME_INVALID_ARGUMENT\x10\x03\x12\x1b\n\x17\x46RAME_DEADLINE_EXCEEDED\x10\x04\x12\x13\n\x0f\x46RAME_NOT_FOUND\x10\x05\x12\x1c\n\x18\x46RAME_RESOURCE_EXHAUSTED\x10\x08\x12\x1d\n\x19\x46RAME_FAILED_PRECONDITION\x10\t\x12\x12\n\x0e\x46RAME_INTERNAL\x10\r\x12\x15\n\x11\x46RAME_UNAVAILABLE\x10\x0e\x12\x19\n\x15\x46RAME_UNAUTHENTICATED\x10\x10\x32\xea\x01\n\x0eSplitInference\x12@\n\x05Infer\x12\x1a.splitedge.v1.InferRequest\x1a\x1b.splitedge.v1.InferResponse\x12\x45\n\x06Stream\x12\x1a.splitedge.v1.InferRequest\x1a\x1b.splitedge.v1.InferResponse(\x01\x30\x01\x12O\n\nListModels\x12\x1f.splitedge.v1.ListModelsRequest\x1a .splitedge.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'splitedge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CODEC']._serialized_start=1844
-  _globals['_CODEC']._serialized_end=1990
-  _globals['_TASK']._serialized_start=1992
-  _globals['_TASK']._serialized_end=2065
-  _globals['_FRAMECODE']._serialized_start=2068
-  _globals['_FRAMECODE']._serialized_end=2342
+  _globals['_CODEC']._serialized_start=1984
+  _globals['_CODEC']._serialized_end=2130
+  _globals['_TASK']._serialized_start=2132
+  _globals['_TASK']._serialized_end=2205
+  _globals['_FRAMECODE']._serialized_start=2208
+  _globals['_FRAMECODE']._serialized_end=2482
   _globals['_IMAGESIZE']._serialized_start=33
   _globals['_IMAGESIZE']._serialized_end=75
   _globals['_LATENT']._serialized_start=77
@@ -44,27 +44,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENCODEDIMAGE']._serialized_start=155
   _globals['_ENCODEDIMAGE']._serialized_end=219
   _globals['_INFERREQUEST']._serialized_start=222
-  _globals['_INFERREQUEST']._serialized_end=629
-  _globals['_BOX']._serialized_start=631
-  _globals['_BOX']._serialized_end=696
-  _globals['_DETECTION']._serialized_start=698
-  _globals['_DETECTION']._serialized_end=789
-  _globals['_CLASSIFICATION']._serialized_start=791
-  _globals['_CLASSIFICATION']._serialized_end=855
-  _globals['_STAGETIMINGS']._serialized_start=857
-  _globals['_STAGETIMINGS']._serialized_end=968
-  _globals['_FRAMESTATUS']._serialized_start=970
-  _globals['_FRAMESTATUS']._serialized_end=1063
-  _globals['_INFERRESPONSE']._serialized_start=1066
-  _globals['_INFERRESPONSE']._serialized_end=1368
-  _globals['_LISTMODELSREQUEST']._serialized_start=1370
-  _globals['_LISTMODELSREQUEST']._serialized_end=1409
-  _globals['_BRANCH']._serialized_start=1412
-  _globals['_BRANCH']._serialized_end=1641
-  _globals['_MODELINFO']._serialized_start=1644
-  _globals['_MODELINFO']._serialized_end=1778
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1780
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1841
-  _globals['_SPLITINFERENCE']._serialized_start=2345
-  _globals['_SPLITINFERENCE']._serialized_end=2579
+  _globals['_INFERREQUEST']._serialized_end=769
+  _globals['_BOX']._serialized_start=771
+  _globals['_BOX']._serialized_end=836
+  _globals['_DETECTION']._serialized_start=838
+  _globals['_DETECTION']._serialized_end=929
+  _globals['_CLASSIFICATION']._serialized_start=931
+  _globals['_CLASSIFICATION']._serialized_end=995
+  _globals['_STAGETIMINGS']._serialized_start=997
+  _globals['_STAGETIMINGS']._serialized_end=1108
+  _globals['_FRAMESTATUS']._serialized_start=1110
+  _globals['_FRAMESTATUS']._serialized_end=1203
+  _globals['_INFERRESPONSE']._serialized_start=1206
+  _globals['_INFERRESPONSE']._serialized_end=1508
+  _globals['_LISTMODELSREQUEST']._serialized_start=1510
+  _globals['_LISTMODELSREQUEST']._serialized_end=1549
+  _globals['_BRANCH']._serialized_start=1552
+  _globals['_BRANCH']._serialized_end=1781
+  _globals['_MODELINFO']._serialized_start=1784
+  _globals['_MODELINFO']._serialized_end=1918
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1920
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1981
+  _globals['_SPLITINFERENCE']._serialized_start=2485
+  _globals['_SPLITINFERENCE']._serialized_end=2719
 # @@protoc_insertion_point(module_scope)

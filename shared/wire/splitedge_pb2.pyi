@@ -85,7 +85,7 @@ class EncodedImage(_message.Message):
     def __init__(self, codec: _Optional[_Union[Codec, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("stream_id", "frame_id", "model_name", "model_version", "branch_id", "tasks", "latent", "image", "original_size", "input_size", "capture_time_unix_ns", "deadline_unix_ns", "lean")
+    __slots__ = ("stream_id", "frame_id", "model_name", "model_version", "branch_id", "tasks", "latent", "image", "original_size", "input_size", "capture_time_unix_ns", "deadline_unix_ns", "lean", "capture_after_previous_us", "deadline_after_capture_us")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,8 @@ class InferRequest(_message.Message):
     CAPTURE_TIME_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     LEAN_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_AFTER_PREVIOUS_US_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_AFTER_CAPTURE_US_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     frame_id: int
     model_name: str
@@ -112,7 +114,9 @@ class InferRequest(_message.Message):
     capture_time_unix_ns: int
     deadline_unix_ns: int
     lean: bool
-    def __init__(self, stream_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., branch_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, str]]] = ..., latent: _Optional[_Union[Latent, _Mapping]] = ..., image: _Optional[_Union[EncodedImage, _Mapping]] = ..., original_size: _Optional[_Union[ImageSize, _Mapping]] = ..., input_size: _Optional[_Union[ImageSize, _Mapping]] = ..., capture_time_unix_ns: _Optional[int] = ..., deadline_unix_ns: _Optional[int] = ..., lean: _Optional[bool] = ...) -> None: ...
+    capture_after_previous_us: int
+    deadline_after_capture_us: int
+    def __init__(self, stream_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., branch_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, str]]] = ..., latent: _Optional[_Union[Latent, _Mapping]] = ..., image: _Optional[_Union[EncodedImage, _Mapping]] = ..., original_size: _Optional[_Union[ImageSize, _Mapping]] = ..., input_size: _Optional[_Union[ImageSize, _Mapping]] = ..., capture_time_unix_ns: _Optional[int] = ..., deadline_unix_ns: _Optional[int] = ..., lean: _Optional[bool] = ..., capture_after_previous_us: _Optional[int] = ..., deadline_after_capture_us: _Optional[int] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x_min", "y_min", "x_max", "y_max")

@@ -7,9 +7,10 @@ and the device's local model, on one or more test sets side by side (in-distribu
 For each split branch every test frame goes the device's real way — `HeadRunner.run` (preprocess,
 head ONNX, quantize, ANS encode; its wall time is the device ms) — and the bytes counted are those
 of the gRPC message that carries it on the device's stream: the first frame a whole
-`InferRequest` (ids, model, branch, sizes, timestamps), every later one a lean frame (what changed:
-frame id, timestamps, payload) as the daemon sends them to an edge that takes lean frames (its
-default), + the 5-byte gRPC length prefix and the 9-byte HTTP/2 DATA frame header. The whole
+`InferRequest` (ids, model, branch, sizes, timestamps), every later one a compact lean frame
+(what changed: frame id, payload; the latent's codec and shape left out, the times as offsets)
+as the daemon sends them to an edge that takes compact lean frames (its default), + the 5-byte
+gRPC length prefix and the 9-byte HTTP/2 DATA frame header. The whole
 request's mean is kept beside it (`kb_whole`: a unary call's bytes). Then the latent is decoded
 and the edge's `TailRuntime` runs the tails. Baselines in the
 same run: the teacher on the raw frame, on JPEG (4:2:0 and 4:4:4 chroma) and WebP over a quality
@@ -84,10 +85,11 @@ class EvalSet:
 
 
 class _Stream:
-    """One branch's frames as the device's stream sends them: the first whole, then lean."""
+    """One branch's frames as the device's stream sends them to this project's edge: the first
+    whole, then compact lean frames."""
 
     def __init__(self) -> None:
-        self.encoder = LeanEncoder()
+        self.encoder = LeanEncoder(compact=True)
         self.sent: list[int] = []
         self.whole: list[int] = []
 
@@ -188,8 +190,8 @@ def run_report(bundles: Sequence[Path], data: Path | Sequence[Path], out: Path, 
                  for label, entry in per_set.items()},
         "generalization": _generalization(per_set),
         "bytes": "wire bytes per frame as the device's stream sends them (the first frame a "
-                 "whole InferRequest, the others lean frames) + 5 B gRPC prefix + 9 B HTTP/2 "
-                 "DATA header; kb_whole: whole requests (a unary call); 1 KB = 1000 B",
+                 "whole InferRequest, the others compact lean frames) + 5 B gRPC prefix + "
+                 "9 B HTTP/2 DATA header; kb_whole: whole requests (a unary call); 1 KB = 1000 B",
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(_markdown(report))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -12,7 +13,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.codecs import CodecId
-from shared.messages import LEAN_HEADER, FrameRequest, LeanEncoder, infer_request, latent_payload
+from shared.messages import (
+    COMPACT_HEADER,
+    LEAN_HEADER,
+    FrameRequest,
+    LeanEncoder,
+    infer_request,
+    latent_payload,
+)
 from shared.wire import pb, pb_grpc
 from split_models.runtime import TailRuntime
 from tests.edge_server.client import MODEL, FrameEncoder, assert_same_detections, detections
@@ -112,6 +120,31 @@ def test_lean_stream_frames_get_the_answers_of_whole_frames(edge, encoder) -> No
     with pytest.raises(grpc.RpcError) as refused:
         client.Infer(sent[1], timeout=30)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_compact_stream_frames_get_the_answers_of_whole_frames(edge, encoder) -> None:
+    """The edge announces compact frames too; frames without the latent's codec and shape and
+    with their times as offsets get the whole frames' answers, deadlines included."""
+    client = stub(edge)
+    start = time.time_ns() - 10_000_000_000  # captured 10 s ago, at 15 fps
+    whole = [encoder.request(a_frame(seed=i), frame_id=i, width=w)
+             for i, w in enumerate([1.0, 1.0, 0.25, 0.25])]
+    for i, request in enumerate(whole):
+        request.capture_time_unix_ns = start + i * 66_666_667
+        request.deadline_unix_ns = request.capture_time_unix_ns + 60_000_000_000
+    whole[3].deadline_unix_ns = whole[3].capture_time_unix_ns + 1_000_000  # 1 ms: long past
+    compact = LeanEncoder(compact=True)
+    sent = [compact.encode(r) for r in whole]
+    assert all(s.HasField("capture_after_previous_us") for s in sent[1:])
+    assert sent[3].deadline_after_capture_us == 1000
+    assert not sent[1].latent.shape and not sent[3].latent.shape  # the same width as before
+    call = client.Stream(iter(sent), timeout=60)
+    assert COMPACT_HEADER in [(m.key, m.value) for m in call.initial_metadata()]
+    streamed = list(call)
+    for request, answer in zip(whole[:3], streamed, strict=False):
+        assert answer.status.code == pb.FRAME_OK, answer.status.message
+        assert_same_detections(detections(client.Infer(request, timeout=30)), detections(answer))
+    assert streamed[3].status.code == pb.FRAME_DEADLINE_EXCEEDED, streamed[3].status.message
 
 
 def test_concurrent_streams_each_get_every_frame_once_in_order_and_batches_form(

@@ -13,6 +13,7 @@ from shared.messages import (
     FrameRequest,
     LeanDecoder,
     LeanEncoder,
+    check_whole,
     error_of,
     fill_results,
     grpc_code,
@@ -150,6 +151,114 @@ def test_lean_frames_leave_out_what_did_not_change_and_expand_back() -> None:
         wire = pb.InferRequest.FromString(lean.SerializeToString())
         assert decoder.expand(wire) == whole
     assert wire_bytes(frames[0]) == frames[0].ByteSize() + 5 + 9  # gRPC's and HTTP/2's framing
+
+
+def _timed(frame_id: int, capture_ns: int, budget_ns: int | None, **changes: object
+           ) -> pb.InferRequest:
+    request = _frame(frame_id, **changes)
+    request.capture_time_unix_ns = capture_ns
+    request.deadline_unix_ns = 0 if budget_ns is None else capture_ns + budget_ns
+    return request
+
+
+def _round_trip(frames: list[pb.InferRequest], compact: bool) -> tuple[list[int], int]:
+    """Each frame's wire bytes as the encoder sends it, and the worst time error after the
+    decoder; everything but the times must come back exactly."""
+    encoder, decoder = LeanEncoder(compact=compact), LeanDecoder()
+    sizes, worst = [], 0
+    for whole in frames:
+        sent = encoder.encode(whole)
+        sizes.append(wire_bytes(sent))
+        back = decoder.expand(pb.InferRequest.FromString(sent.SerializeToString()))
+        worst = max(worst, abs(back.capture_time_unix_ns - whole.capture_time_unix_ns),
+                    abs(back.deadline_unix_ns - whole.deadline_unix_ns))
+        back.capture_time_unix_ns = whole.capture_time_unix_ns
+        back.deadline_unix_ns = whole.deadline_unix_ns
+        assert back == whole
+    return sizes, worst
+
+
+def test_compact_lean_frames_leave_out_codec_shape_and_absolute_times() -> None:
+    """15 fps with jitter for 1000 frames: every compact frame is ≥ 20 B smaller than the plain
+    lean frame and its times come back within 1 µs (offsets are taken against what the edge
+    holds, so rounding never accumulates)."""
+    t0, budget = 1_790_000_000_123_456_789, 200_000_000
+    frames = [_timed(i, t0 + i * 66_666_667 + (i * 7919) % 1000, budget) for i in range(1000)]
+    plain, exact = _round_trip(frames, compact=False)
+    compact, error = _round_trip(frames, compact=True)
+    assert exact == 0 and error <= 1000
+    assert plain[0] == compact[0]  # the first frame goes whole either way
+    assert all(c <= p - 20 for p, c in zip(plain[1:], compact[1:], strict=True))
+
+
+def test_compact_frames_fall_back_to_what_an_offset_cannot_say() -> None:
+    t0, budget = 10**18, 300_000_000
+    jpeg = infer_request(FrameRequest("tiny", "1", "jpeg-q90", ("detection",), "cam", 3,
+                                      capture_time_ns=t0 + 3_000, deadline_ns=t0 + 3_000 + budget,
+                                      original_size=(240, 320)),
+                         image=codec_spec("JPEG").make().encode(np.zeros((8, 8, 3), np.uint8)))
+    frames = [
+        _timed(0, t0, budget),
+        _timed(1, t0 + 1_000, budget),
+        _timed(2, t0 + 2_000, budget * 2),  # a new budget: sent as an offset
+        jpeg,  # whole (no input size, which the frame before had)
+        _timed(4, t0 + 4_000, budget),  # after an image: the latent's codec and shape are sent
+        _timed(5, t0 + 5_000, None),  # no deadline after one: absolute times say "none"
+        _timed(6, t0 + 6_000, None),  # still none: inherited
+        _timed(7, t0 - 1_000, budget),  # the clock went back: absolute times
+        _timed(8, t0 + 8_000, budget * 2, branch="split-w025"),
+    ]
+    frames[8].latent.shape[:] = [1, 3, 4]  # another width: another shape, sent
+    encoder, decoder = LeanEncoder(compact=True), LeanDecoder()
+    sent = [encoder.encode(f) for f in frames]
+    offsets = [s.HasField("capture_after_previous_us") for s in sent]
+    assert offsets == [False, True, True, False, True, False, True, False, True]
+    assert [s.HasField("deadline_after_capture_us") for s in sent] == [
+        False, False, True, False, False, False, False, False, True]
+    assert not sent[1].latent.codec and not sent[1].latent.shape
+    assert sent[4].latent.codec and list(sent[4].latent.shape) == [2, 3, 4]
+    assert list(sent[8].latent.shape) == [1, 3, 4]
+    for whole, lean in zip(frames, sent, strict=True):
+        back = decoder.expand(pb.InferRequest.FromString(lean.SerializeToString()))
+        assert back == whole  # times on whole µs: exact
+
+
+def test_compact_frames_refuse_what_they_cannot_expand() -> None:
+    encoder = LeanEncoder(compact=True)
+    first = encoder.encode(_timed(0, 10**18, 10**8))
+    second = encoder.encode(_timed(1, 10**18 + 1000, 10**8))
+    with pytest.raises(errors.InvalidRequest, match="earlier frame"):
+        LeanDecoder().expand(second)
+    decoder = LeanDecoder()
+    jpeg = infer_request(FrameRequest("tiny", "1", "jpeg-q90", ("detection",), "cam", 0),
+                         image=codec_spec("JPEG").make().encode(np.zeros((8, 8, 3), np.uint8)))
+    decoder.expand(jpeg)
+    with pytest.raises(errors.InvalidRequest, match="carried a latent"):
+        decoder.expand(pb.InferRequest.FromString(second.SerializeToString()))
+    both = pb.InferRequest.FromString(second.SerializeToString())
+    both.capture_time_unix_ns = 10**18
+    budget_alone = pb.InferRequest.FromString(second.SerializeToString())
+    budget_alone.ClearField("capture_after_previous_us")
+    budget_alone.deadline_after_capture_us = 5
+    for bad, why in ((both, "not both"), (budget_alone, "comes with")):
+        decoder = LeanDecoder()
+        decoder.expand(pb.InferRequest.FromString(first.SerializeToString()))
+        with pytest.raises(errors.InvalidRequest, match=why):
+            decoder.expand(bad)
+    whole_with_offset = _frame(0)
+    whole_with_offset.capture_after_previous_us = 1
+    for check in (check_whole, LeanDecoder().expand):
+        with pytest.raises(errors.InvalidRequest, match="compact lean frames"):
+            check(whole_with_offset)
+
+
+def test_a_plain_lean_frame_without_a_deadline_has_none() -> None:
+    """An older device's lean frames send absolute times: 0 is "no deadline", never the previous
+    frame's budget (that reading is for compact frames only)."""
+    decoder = LeanDecoder()
+    decoder.expand(_timed(0, 10**18, 10**8))
+    lean = _timed(1, 10**18 + 1000, None, lean=True, stream_id="")
+    assert decoder.expand(lean).deadline_unix_ns == 0
 
 
 def test_a_lean_frame_needs_a_frame_before_it() -> None:
