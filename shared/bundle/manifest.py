@@ -78,6 +78,9 @@ class HeadFile(_Strict):
     latent_channels: int = Field(gt=0)
     file: str
     regions_threshold: float | None = Field(default=None, ge=0, le=1)  # with manifest.regions
+    # the share of the objects' cells on validation frames the threshold was chosen to keep
+    # (each width may have its own; unset: manifest.regions.target_recall)
+    regions_recall: float | None = Field(default=None, gt=0, le=1)
 
 
 class LatentSpec(_Strict):

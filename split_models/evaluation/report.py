@@ -15,8 +15,8 @@ request's mean is kept beside it (`kb_whole`: a unary call's bytes). Then the la
 and the edge's `TailRuntime` runs the tails. Baselines in the
 same run: the teacher on the raw frame, on JPEG (4:2:0 and 4:4:4 chroma) and WebP over a quality
 sweep (same request framing, `EncodedImage` payload), and the local full model on the device.
-"Bytes at equal mAP" is taken against the best image codec at each accuracy (the lower envelope
-of all codec curves), not one chosen setting.
+"Bytes at equal mAP" is taken against the best image codec at each accuracy (the fewest bytes
+any one codec's curve needs there), not one chosen setting.
 
 Writes report.json, report.md, rate_accuracy.png and a detection sheet of the last set's frames.
 A bundle's manifest is written only when asked (`write_manifest=True`: every branch's profile —
@@ -336,8 +336,7 @@ def _local_row(root: Path, eval_set: EvalSet) -> Row:
 
 def bytes_at(curve: list[Row], target: float, metric: str = "map") -> float | None:
     """KB/frame a codec curve needs to reach `target` (linear in log-bytes between the two
-    neighbouring points, on the curve's monotone upper envelope); None if it never does.
-    Given several codecs' rows at once, the envelope is that of the best codec at each rate."""
+    neighbouring points, on the curve's monotone upper envelope); None if it never does."""
     points = sorted((r.kb_per_frame, getattr(r, metric)) for r in curve)
     best, envelope = -1.0, []
     for kb, value in points:
@@ -362,14 +361,25 @@ def below_curve(curve: list[Row], target: float, metric: str = "map") -> bool:
     return cheapest is not None and target <= float(getattr(cheapest, metric))
 
 
+def best_bytes_at(curves: dict[str, list[Row]], target: float,
+                  metric: str = "map") -> tuple[float | None, bool]:
+    """The fewest KB/frame any codec needs to reach `target`, and whether that codec's figure is
+    an upper bound (`below_curve`). Each codec on its own curve: one envelope over all codecs'
+    points would interpolate between one codec's setting and another's, which no user can pick,
+    and could ask more bytes than the better codec alone."""
+    found = [(kb, below_curve(curve, target, metric)) for curve in curves.values()
+             if (kb := bytes_at(curve, target, metric)) is not None]
+    return min(found) if found else (None, False)
+
+
 def _summary(rows: list[Row], prefilter: dict[str, Any]) -> dict[str, Any]:
     raw = next(r for r in rows if r.method == "raw")
     curves = {kind: [r for r in rows if r.method == kind] for kind in IMAGE_METHODS}
-    curves["best"] = [r for r in rows if r.method in IMAGE_METHODS]
     at_teacher = {}
     for metric in ("map", "map50"):
         target = getattr(raw, metric) - 0.01
         at_teacher[metric] = {kind: bytes_at(c, target, metric) for kind, c in curves.items()}
+        at_teacher[metric]["best"] = best_bytes_at(curves, target, metric)[0]
     students = []
     for row in rows:
         if row.method not in ("split", "split+gate"):
@@ -377,10 +387,13 @@ def _summary(rows: list[Row], prefilter: dict[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {"setting": row.setting, "kb": row.kb_per_frame,
                                  "map": row.map, "map50": row.map50}
         for metric in ("map", "map50"):
-            for kind, curve in curves.items():
-                needed = bytes_at(curve, getattr(row, metric), metric)
+            target = getattr(row, metric)
+            needs = {kind: (bytes_at(curve, target, metric), below_curve(curve, target, metric))
+                     for kind, curve in curves.items()}
+            needs["best"] = best_bytes_at(curves, target, metric)
+            for kind, (needed, at_most) in needs.items():
                 entry[f"{kind}_kb_at_{metric}"] = needed
-                entry[f"{kind}_at_most_{metric}"] = below_curve(curve, getattr(row, metric), metric)
+                entry[f"{kind}_at_most_{metric}"] = at_most
                 entry[f"{kind}_ratio_{metric}"] = (needed / row.kb_per_frame
                                                    if needed and row.kb_per_frame else None)
         students.append(entry)

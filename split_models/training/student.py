@@ -16,7 +16,7 @@
               threshold = the highest score keeping recall ≥ `target_recall` on validation
     regions   the region head (split_models.regions) on the frozen latent, every width each step:
               a target per cell the objects' boxes (grown by `region_margin`) overlap; per
-              width, the threshold keeping `regions_recall` of those cells on validation
+              width, the threshold keeping `regions_recall` (per width) of those cells on validation
     regions tails  stage 2's loss once more, on the latent as the device codes it (the cells off
               the regions at the prior's medians; the teacher's features asked only where coded)
     export    the bundle (split_models.export) with real class names, the prefilter threshold
@@ -560,7 +560,7 @@ class StudentTrainer:
                     targets.append(self.region_targets(
                         batch, (regions.shape[2], regions.shape[3])).flatten())
                 chosen = choose_threshold(torch.cat(cells).numpy(), torch.cat(targets).numpy(),
-                                          self.config.regions_recall)
+                                          self.config.regions_recall_at(width))
                 found[str(width)] = {"threshold": chosen["threshold"],
                                      "recall": chosen["recall"],
                                      "kept": 1.0 - chosen["skip_share"]}
@@ -593,10 +593,12 @@ class StudentTrainer:
         prefilter_spec = manifest.prefilter.model_copy(
             update={"target_recall": self.config.target_recall if prefilter else None})
         region_spec = manifest.regions and manifest.regions.model_copy(
-            update={"target_recall": self.config.regions_recall})
+            update={"target_recall": self.config.regions_recall_at(max(self.widths))})
+        heads = tuple(h.model_copy(update={"regions_recall": self.config.regions_recall_at(
+            h.width)}) if manifest.regions else h for h in manifest.heads)
         write_manifest(root, manifest.model_copy(update={
             "classes": classes, "branches": branches, "prefilter": prefilter_spec,
-            "regions": region_spec}))
+            "regions": region_spec, "heads": heads}))
         return root
 
 

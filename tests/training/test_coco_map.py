@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from split_models.evaluation.coco_map import Prediction, coco_map
-from split_models.evaluation.report import Row, below_curve, bytes_at
+from split_models.evaluation.report import Row, below_curve, best_bytes_at, bytes_at
 
 
 @pytest.fixture
@@ -64,3 +64,19 @@ def test_a_target_below_the_cheapest_setting_is_an_upper_bound() -> None:
     curve = [Row("webp", "q5", 1.5, 0.3, 0.4), Row("webp", "q50", 5.0, 0.4, 0.5)]
     assert bytes_at(curve, 0.2) == pytest.approx(1.5) and below_curve(curve, 0.2)
     assert not below_curve(curve, 0.35) and bytes_at(curve, 0.35) > 1.5
+
+
+def test_the_best_codec_is_the_cheapest_single_codec_at_that_accuracy() -> None:
+    """A JPEG point just above the target must not drag WebP's interpolation up: the best is
+    the fewest bytes one codec's own curve needs (as bundle v8's width 1.0 first showed)."""
+    curves = {
+        "webp": [Row("webp", "q30", 3.767, 0.388, 0.5), Row("webp", "q50", 5.355, 0.400, 0.6)],
+        "jpeg": [Row("jpeg", "q20", 4.21, 0.385, 0.5), Row("jpeg", "q30", 5.316, 0.391, 0.6)],
+    }
+    best, at_most = best_bytes_at(curves, 0.390)
+    assert best == pytest.approx(bytes_at(curves["webp"], 0.390)) and not at_most
+    assert best < bytes_at(curves["jpeg"], 0.390)  # type: ignore[operator]
+    cheap = {"webp": [Row("webp", "q5", 1.9, 0.34, 0.5)],
+             "jpeg": [Row("jpeg", "q5", 2.4, 0.35, 0.5)]}
+    assert best_bytes_at(cheap, 0.30) == (pytest.approx(1.9), True)
+    assert best_bytes_at(cheap, 0.5) == (None, False)

@@ -67,6 +67,9 @@ def test_the_split_is_the_split_config_and_overrides_apply(tmp_path: Path) -> No
         ({"student": {**STUDENT["student"], "background_weight": 1.5}}, "background_weight"),
         ({"student": {**STUDENT["student"], "object_margin": -0.1}}, "object_margin"),
         ({"student": {**STUDENT["student"], "regions_recall": 0.0}}, "regions_recall"),
+        ({"student": {**STUDENT["student"], "regions_recall": [0.9, 0.9, 0.9]}},
+         "regions_recall"),
+        ({"student": {**STUDENT["student"], "regions_recall": [0.9, 1.5]}}, "regions_recall"),
         ({"student": {**STUDENT["student"], "regions": {"steps": 2}}}, "region_channels"),
     ],
 )
@@ -86,3 +89,12 @@ def test_a_rate_weight_per_width(tmp_path: Path) -> None:
     assert (student.lambda_at(0.5), student.lambda_at(1.0)) == (8.0, 2.0)
     one = load_experiment(path, ["student.rate_lambda=3.0"]).student
     assert one is not None and one.lambda_at(0.5) == one.lambda_at(1.0) == 3.0
+
+
+def test_a_regions_recall_per_width(tmp_path: Path) -> None:
+    path = _write(tmp_path, STUDENT)
+    student = load_experiment(path, ["student.regions_recall=[0.9, 0.97]"]).student
+    assert student is not None
+    assert (student.regions_recall_at(0.5), student.regions_recall_at(1.0)) == (0.9, 0.97)
+    one = load_experiment(path, ["student.regions_recall=0.95"]).student
+    assert one is not None and one.regions_recall_at(0.5) == one.regions_recall_at(1.0) == 0.95
