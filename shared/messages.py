@@ -303,10 +303,9 @@ class LeanEncoder:
         lean.ClearField("capture_time_unix_ns")
         lean.ClearField("deadline_unix_ns")
         lean.capture_after_previous_us = offset_us
-        held_capture = clock.capture_ns + offset_us * 1000
         if budget_us is not None and budget_us * 1000 != clock.budget_ns:
             lean.deadline_after_capture_us = budget_us
-        clock.capture_ns = held_capture
+        clock.capture_ns += offset_us * 1000  # what the edge adds up, not `capture`
         clock.budget_ns = None if budget_us is None else budget_us * 1000
 
 

@@ -16,7 +16,8 @@
               threshold = the highest score keeping recall ≥ `target_recall` on validation
     regions   the region head (split_models.regions) on the frozen latent, every width each step:
               a target per cell the objects' boxes (grown by `region_margin`) overlap; per
-              width, the threshold keeping `regions_recall` (per width) of those cells on validation
+              width, the threshold keeping that width's `regions_recall` of those cells on
+              validation
     regions tails  stage 2's loss once more, on the latent as the device codes it (the cells off
               the regions at the prior's medians; the teacher's features asked only where coded)
     export    the bundle (split_models.export) with real class names, the prefilter threshold
