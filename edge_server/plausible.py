@@ -151,14 +151,18 @@ class LatentPlausibility:
 
 
 def _min_bits(tables: Any) -> tuple[float, ...]:
-    """-log2 of each channel's most likely table entry, from compressai-style quantized CDFs."""
+    """-log2 of each channel's most likely table entry, from compressai-style quantized CDFs: the
+    least over the prior's CDFs and the region CDFs (a payload with regions is coded with
+    those), so the floor holds for either."""
     try:
         cdf = np.asarray(tables.quantized_cdf, dtype=np.int64)
         lengths = np.asarray(tables.cdf_length, dtype=np.int64)
         scale = float(1 << int(tables.precision))
         bits = []
         for c in range(cdf.shape[0]):
-            pmax = float(np.diff(cdf[c, : lengths[c]]).max()) / scale
+            rows = [cdf[c]] + [np.asarray(r[c], dtype=np.int64)
+                               for r in getattr(tables, "region_cdfs", {}).values() if c < len(r)]
+            pmax = max(float(np.diff(row[: lengths[c]]).max()) for row in rows) / scale
             bits.append(max(0.0, -math.log2(min(1.0, pmax))))
         return tuple(bits)
     except (AttributeError, TypeError, ValueError, IndexError):

@@ -49,7 +49,7 @@ from shared.bundle import (
     write_manifest,
 )
 from shared.bundle.manifest import SCHEMA_VERSION, FileDigest, split_branch_id
-from shared.codecs import Codec, CodecId, make_codec
+from shared.codecs import Codec, CodecId, FactorizedTables, make_codec
 from shared.errors import TeacherError
 from split_models.entropy import export_tables
 from split_models.runtime import TAIL_FORMAT
@@ -80,6 +80,7 @@ def export_bundle(
     repeats: int = 5,
     local: dict[str, tuple[str, nn.Module]] | None = None,
     label_tasks: tuple[str, ...] = (),
+    region_symbols: Callable[[FactorizedTables], dict[int, npt.NDArray[np.int32]]] | None = None,
 ) -> Path:
     """Write the bundle and return its directory. `sample` (HxWx3 uint8 RGB) is the frame the
     branch figures are measured on (default: a mid-grey 480x640 frame). `regions_thresholds`:
@@ -87,7 +88,9 @@ def export_bundle(
     position; the student needs a region head).
     `local`: the device's own models per task (default: the teachers themselves).
     `label_tasks`: tasks whose tail learnt from labels, with no trained teacher: the edge answers
-    their full frames through the head."""
+    their full frames through the head. `region_symbols`: given the prior's tables, the symbols
+    the regions keep per channel count, to refit the region CDFs on (shared.codecs.factorized);
+    None: payloads with regions are coded with the prior's tables."""
     if regions_thresholds and student.head.regions is None:
         raise ValueError("regions thresholds need a student with a region head")
     out = Path(out_dir)
@@ -102,7 +105,10 @@ def export_bundle(
     files = _export_heads(student, example, out)
     _export_onnx(_Gate(student), (example,), out / "prefilter.onnx", ["image"], ["prefilter_score"])
     files.append("prefilter.onnx")
-    export_tables(student.prior.entropy_bottleneck).save(out / "entropy.npz")
+    tables = export_tables(student.prior.entropy_bottleneck)
+    if region_symbols is not None:
+        tables = tables.with_region_cdfs(region_symbols(tables))
+    tables.save(out / "entropy.npz")
     save_tail(student, teachers, out / "tail.pt", label_tasks)
     # (a task read off the detector's answer, largest_object, is no model of its own to ship)
     local_models = local if local is not None else {

@@ -95,3 +95,36 @@ def test_the_fallback_answers_both_tasks_too() -> None:
                                     derived.min_score)
     assert [c.label_id for c in results.classifications] == [c.label_id for c in expected]
     assert results.classifications[0].label  # named from the manifest
+
+
+def test_each_width_codes_its_regions_with_its_own_refit_tables() -> None:
+    """The device's payloads for 60 generated benchmark frames: with each width's region CDFs,
+    fewer bytes than with the prior's, the same latent at the edge."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from device_client.config import GeneratedSource
+    from device_client.head import HeadRunner
+    from device_client.sources import ShapesGenerator
+    from shared.codecs import FactorizedAnsCodec, Regions
+
+    runner = HeadRunner.load(ROOT, threads=1)
+    tables = runner.codec.tables
+    heads = load_bundle(ROOT).manifest.heads
+    assert sorted(tables.region_cdfs) == sorted(h.latent_channels for h in heads)
+    prior = FactorizedAnsCodec(replace(tables, region_cdfs={}))
+    generator = ShapesGenerator(GeneratedSource(kind="generated", width=320, height=240))
+    for width in runner.widths:
+        runner.set_width(width)
+        refit_bytes = prior_bytes = 0
+        for frame_id in range(0, 600, 10):
+            head_input = runner.preprocess(generator.frame(frame_id))
+            latent, _, cells = runner.sessions[runner.width].run(None, {"image": head_input.image})
+            regions = Regions(cells[0, 0] >= runner.region_thresholds[runner.width],
+                              runner.regions.cell)  # type: ignore[union-attr]
+            refit = runner.codec.encode(latent[0], regions)
+            by_prior = prior.encode(latent[0], regions)
+            np.testing.assert_array_equal(runner.codec.decode(refit), prior.decode(by_prior))
+            refit_bytes, prior_bytes = refit_bytes + refit.nbytes, prior_bytes + by_prior.nbytes
+        assert refit_bytes < prior_bytes, width

@@ -24,6 +24,13 @@ set cells' symbols are coded; every other position decodes as symbol 0, the chan
 "nothing here" as the prior's most likely value. The background is most of a frame and cost ~70 %
 of its bytes (`benchmarks/latent_bits.py`), and the tails never needed it.
 
+Region tables: the prior was learnt on every position, the background's mostly; the positions a
+region head keeps hold objects and are spread wider. `FactorizedTables.region_cdfs` holds, per
+channel count (one per width: a width's channel i is not another width's), CDFs refit on the
+kept positions of training frames over the same support (offset, length, medians: symbols and
+escapes are unchanged, only their probabilities move). A payload with regions is coded with its
+channel count's region CDFs when the tables have them, with the prior's otherwise.
+
 Wire layout: strings[0] = ANS words (uint32, little endian); strings[1] = escaped symbols;
 strings[2], only with regions: one byte `cell`, then the grid's bits row-major (numpy packbits,
 big-endian bit order, zero padding). Its grid is ceil(H / cell) × ceil(W / cell).
@@ -31,7 +38,8 @@ big-endian bit order, zero padding). Its grid is ceil(H / cell) × ceil(W / cell
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +59,7 @@ from shared.codecs.base import (
 from shared.errors import CodecError, TablesError
 
 TABLE_KEYS = ("quantized_cdf", "cdf_length", "offset", "medians")
+REGION_CDF_KEY = "region_cdf_"  # + the channel count
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,6 +71,8 @@ class FactorizedTables:
     offset: npt.NDArray[np.int32]  # (C,): the symbol value of table index 0
     medians: npt.NDArray[np.float32]  # (C,): quantization centres
     precision: int = 16
+    # channel count k → (k, L): CDFs for positions inside regions, on the same support
+    region_cdfs: Mapping[int, npt.NDArray[np.int32]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         cdf, length = self.quantized_cdf, self.cdf_length
@@ -76,12 +87,21 @@ class FactorizedTables:
             raise TablesError(
                 f"cdf_length must be in 3..{cdf.shape[1]}, got {length.min()}..{length.max()}"
             )
+        self._check_rows(cdf, "")
+        for count, rows in self.region_cdfs.items():
+            if not 1 <= count <= channels or rows.shape != (count, cdf.shape[1]):
+                raise TablesError(
+                    f"region CDFs for {count} channels must be ({count}, {cdf.shape[1]}) with "
+                    f"1 ≤ {count} ≤ {channels}; got {rows.shape}")
+            self._check_rows(rows, f"region CDFs for {count} channels, ")
+
+    def _check_rows(self, cdf: npt.NDArray[np.int32], what: str) -> None:
         top = 1 << self.precision
-        for c in range(channels):
-            row = cdf[c, : length[c]]
+        for c in range(cdf.shape[0]):
+            row = cdf[c, : self.cdf_length[c]]
             if row[0] != 0 or row[-1] != top or np.any(np.diff(row) <= 0):
                 raise TablesError(
-                    f"channel {c}: a CDF must rise strictly from 0 to {top} (no empty symbol)"
+                    f"{what}channel {c}: a CDF must rise strictly from 0 to {top} (no empty symbol)"
                 )
 
     @property
@@ -99,7 +119,29 @@ class FactorizedTables:
     def save(self, path: Path | str, prefix: str = "") -> None:
         arrays = {prefix + k: getattr(self, k) for k in TABLE_KEYS}
         arrays[prefix + "precision"] = np.array(self.precision, dtype=np.int32)
+        for count, rows in self.region_cdfs.items():
+            arrays[f"{prefix}{REGION_CDF_KEY}{count}"] = rows
         np.savez(path, **arrays)
+
+    def with_region_cdfs(self, symbols: Mapping[int, npt.NDArray[np.int32]]) -> FactorizedTables:
+        """These tables plus region CDFs fit to `symbols`: per channel count k, (k, n) symbols of
+        the positions the region head kept. Counts with add-half smoothing over the table's
+        entries (an escape counts for the overflow entry), each entry at least 1 / 2**precision,
+        so a symbol the fit never saw still codes."""
+        top = 1 << self.precision
+        fitted = dict(self.region_cdfs)
+        for count, values in symbols.items():
+            rows = np.zeros((count, self.quantized_cdf.shape[1]), np.int32)
+            for c in range(count):
+                entries = int(self.cdf_length[c]) - 1  # the table's symbols + the overflow
+                index = values[c].astype(np.int64) - int(self.offset[c])
+                index[(index < 0) | (index >= entries - 1)] = entries - 1
+                weights = np.bincount(index, minlength=entries)[:entries] + 0.5
+                freqs = 1 + np.floor(weights / weights.sum() * (top - entries)).astype(np.int64)
+                freqs[np.argmax(freqs)] += top - int(freqs.sum())  # exactly 2**precision
+                rows[c, : entries + 1] = np.concatenate([[0], np.cumsum(freqs)])
+            fitted[count] = rows
+        return replace(self, region_cdfs=fitted)
 
     @classmethod
     def load(cls, path: Path | str, prefix: str = "") -> FactorizedTables:
@@ -111,6 +153,9 @@ class FactorizedTables:
                     np.ascontiguousarray(npz[prefix + "offset"], dtype=np.int32),
                     np.ascontiguousarray(npz[prefix + "medians"], dtype=np.float32),
                     int(npz[prefix + "precision"]),
+                    {int(key[len(prefix + REGION_CDF_KEY):]): np.ascontiguousarray(
+                        npz[key], dtype=np.int32)
+                     for key in npz.files if key.startswith(prefix + REGION_CDF_KEY)},
                 )
         except KeyError as exc:
             raise TablesError(f"{path}: missing table {exc}; expected keys {TABLE_KEYS}") from exc
@@ -169,6 +214,7 @@ class FactorizedAnsCodec:
     codec_id: CodecId = CodecId.FACTORIZED_ANS
     backend: Backend = "auto"
     _ans: AnsCoder = field(init=False, repr=False)
+    _region_ans: dict[int, AnsCoder] = field(init=False, repr=False)
     _pmf_length: npt.NDArray[np.int32] = field(init=False, repr=False)
     _medians: npt.NDArray[np.float32] = field(init=False, repr=False)
     _offset: npt.NDArray[np.int32] = field(init=False, repr=False)
@@ -179,6 +225,11 @@ class FactorizedAnsCodec:
             self.tables.quantized_cdf, self.tables.cdf_length, self.tables.precision
         )
         object.__setattr__(self, "_ans", make_ans(freqs, self.backend))
+        length = self.tables.cdf_length
+        object.__setattr__(self, "_region_ans", {
+            count: make_ans(Frequencies.from_cdf(rows, length[:count], self.tables.precision),
+                            self.backend)
+            for count, rows in self.tables.region_cdfs.items()})
         object.__setattr__(self, "_pmf_length", (self.tables.cdf_length - 2)[:, None])
         object.__setattr__(self, "_medians", self.tables.medians[:, None, None])
         object.__setattr__(self, "_offset", self.tables.offset[:, None])
@@ -210,7 +261,8 @@ class FactorizedAnsCodec:
         escapes = _escape_distances(flat, self._offset[:channels], pmf_length, escaped)
         index = np.where(escaped, pmf_length, index).astype(np.int32)
         # no position kept: nothing to code (the coder's flush would still cost a word)
-        words = (self._ans.encode(index).astype("<u4", copy=False).tobytes()
+        coder = self._coder(channels, regions is not None)
+        words = (coder.encode(index).astype("<u4", copy=False).tobytes()
                  if index.size else b"")
         shape = tuple(int(d) for d in chw.shape)
         strings: tuple[bytes, ...] = (words, varint.encode(escapes))
@@ -235,7 +287,7 @@ class FactorizedAnsCodec:
                 raise CodecError("no region is set, yet the payload carries ANS words")
             index = np.zeros((channels, 0), np.int32)
         else:
-            index = self._ans.decode(words, channels, count)
+            index = self._coder(channels, kept is not None).decode(words, channels, count)
         pmf_length = self._pmf_length[:channels]
         escaped = index == pmf_length
         distances = varint.decode(escape_bytes, count=int(escaped.sum()))
@@ -256,6 +308,11 @@ class FactorizedAnsCodec:
 
     def decode(self, payload: Payload) -> npt.NDArray[np.float32]:
         return self.dequantize(self.decode_symbols(payload))
+
+    def _coder(self, channels: int, regions: bool) -> AnsCoder:
+        """The region CDFs of this channel count for a payload with regions, if the tables have
+        them; the prior's otherwise."""
+        return self._region_ans.get(channels, self._ans) if regions else self._ans
 
     def _check_channels(self, channels: int) -> None:
         if not 1 <= channels <= self.tables.channels:

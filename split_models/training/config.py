@@ -154,6 +154,11 @@ class StudentTraining:
     # then the tails learn on the latent as the device codes it (stage 2's loss, the cells off
     # the regions at the medians): they stop reading the missing background as objects
     regions_tails: Optim | None = None
+    # and the entropy coder's tables refit, per width, on the positions the region head keeps on
+    # this many training frames (shared.codecs.factorized, "region tables"): the prior was
+    # learnt on every position, mostly background, and the kept ones spread wider (bundle v9:
+    # width 1.0's payload −19 %, the same symbols). 0: the prior's tables everywhere.
+    regions_table_frames: int = 500
     # The device's own models (local*.onnx) per task, trained apart (kind: teacher) and smaller
     # than the edge's; empty: each teacher itself. Tasks left out get no local model.
     local: dict[str, TeacherRef] = field(default_factory=dict)

@@ -47,6 +47,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from device_client.preprocess import Preprocessor
 from shared.bundle import load_bundle, write_manifest
+from shared.codecs import FactorizedTables, Regions
 from split_models.data.coco import CocoFrames, Frame, Frames, frame_label, open_frames
 from split_models.export import export_bundle, preprocessing_for
 from split_models.slimmable import SwitchableBatchNorm2d
@@ -568,6 +569,31 @@ class StudentTrainer:
         self.student.set_width(max(self.widths))
         return found
 
+    def region_symbols(self, tables: FactorizedTables,
+                       cuts: dict[float, float]) -> dict[int, npt.NDArray[np.int32]]:
+        """Per width's channel count, (k, n): the symbols, as the device quantizes them, of the
+        positions its regions threshold keeps on the first `regions_table_frames` training
+        frames."""
+        frames = self.frames
+        count = min(len(frames), self.config.regions_table_frames)
+        cell = self.student.config.roi_cell
+        found: dict[int, npt.NDArray[np.int32]] = {}
+        with torch.no_grad():
+            for width, cut in cuts.items():
+                self.student.set_width(width)
+                kept = []
+                for start in range(0, count, 16):
+                    batch = self.batch([frames[i] for i in range(start, min(start + 16, count))])
+                    latents, _, scores = self.student.head.with_regions(batch.images)
+                    for latent, score in zip(latents.numpy(), scores.numpy(), strict=True):
+                        channels, height, width_ = latent.shape
+                        where = Regions(score[0] >= cut, cell).positions(height, width_)
+                        symbols = np.rint(latent - tables.medians[:channels, None, None])
+                        kept.append(symbols.reshape(channels, -1)[:, where].astype(np.int32))
+                found[kept[0].shape[0]] = np.concatenate(kept, axis=1)
+        self.student.set_width(max(self.widths))
+        return found
+
     def export(self, prefilter: dict[str, float] | None,
                regions: dict[str, dict[str, float]] | None = None) -> Path:
         export = self.experiment.export
@@ -575,12 +601,14 @@ class StudentTrainer:
         frames = self.val if self.val is not None else self.frames
         sample = frames[0].image
         threshold = prefilter["threshold"] if prefilter else 0.0
+        cuts = {float(w): r["threshold"] for w, r in (regions or {}).items()}
         root = export_bundle(self.student, self.teachers, export.out, name=export.name,
                              version=export.version, prefilter_threshold=threshold,
-                             regions_thresholds={float(w): r["threshold"]
-                                                 for w, r in (regions or {}).items()},
-                             sample=sample, repeats=5, local=self.local or None,
-                             label_tasks=self.label_tasks)
+                             regions_thresholds=cuts, sample=sample, repeats=5,
+                             local=self.local or None, label_tasks=self.label_tasks,
+                             region_symbols=(partial(self.region_symbols, cuts=cuts)
+                                             if cuts and self.config.regions_table_frames
+                                             else None))
         manifest = load_bundle(root).manifest
         classes = dict(manifest.classes)
         for task, names in self.class_names.items():

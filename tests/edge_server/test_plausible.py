@@ -110,3 +110,32 @@ def test_a_regions_payload_is_plausible_only_where_the_bundle_marks_regions(demo
     with pytest.raises(InvalidRequest, match="cannot code"):  # all cells set, words cut short
         with_regions.check(branch, CodecId.FACTORIZED_ANS, shape,
                            (every.strings[0][:8], *every.strings[1:]), (240, 320))
+
+
+def test_the_floor_holds_for_payloads_coded_with_region_tables(demo) -> None:
+    """Region CDFs more peaked than the prior code a quiet latent in fewer words than the prior
+    could: the floor takes each channel's least bits over both, so such a payload passes."""
+    from dataclasses import replace
+
+    from shared.bundle import RegionsSpec
+    from shared.codecs import Regions
+
+    plausibility, codec = demo
+    manifest = plausibility.manifest.model_copy(update={
+        "regions": RegionsSpec(cell=4),
+        "heads": tuple(h.model_copy(update={"regions_threshold": 0.5})
+                       for h in plausibility.manifest.heads)})
+    branch = manifest.branches[3]
+    shape = plausibility.expected_shape(branch, (240, 320))
+    prior = replace(codec.tables, region_cdfs={})
+    peaked = prior.with_region_cdfs({shape[0]: np.zeros((shape[0], 20000), np.int32)})
+    quiet = np.broadcast_to(prior.medians[: shape[0], None, None], shape).astype(np.float32)
+    regions = Regions(np.ones((8, 10), bool), 4)
+    payload = FactorizedAnsCodec(peaked).encode(quiet, regions)
+    by_prior = FactorizedAnsCodec(prior).encode(quiet, regions)
+    assert len(payload.strings[0]) < len(by_prior.strings[0])
+    LatentPlausibility.of(manifest, peaked).check(
+        branch, CodecId.FACTORIZED_ANS, shape, payload.strings, (240, 320))
+    with pytest.raises(InvalidRequest, match="cannot code"):  # the prior's floor alone refuses it
+        LatentPlausibility.of(manifest, prior).check(
+            branch, CodecId.FACTORIZED_ANS, shape, payload.strings, (240, 320))

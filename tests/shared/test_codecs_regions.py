@@ -3,13 +3,23 @@ channel medians. Malformed region strings are a typed error."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shared.codecs import CodecError, CodecId, FactorizedAnsCodec, Payload, Regions
+from shared.codecs import (
+    CodecError,
+    CodecId,
+    FactorizedAnsCodec,
+    FactorizedTables,
+    Payload,
+    Regions,
+)
+from shared.errors import TablesError
 from tests.shared.factories import laplace_tables, trained_looking_latent
 
 TABLES = laplace_tables(8)
@@ -91,3 +101,53 @@ def test_words_with_no_cell_set_are_a_codec_error() -> None:
     with pytest.raises(CodecError, match="no region"):
         ANS.decode(Payload(CodecId.FACTORIZED_ANS, (8, 12, 16),
                            (words, b"", Regions(np.zeros((3, 4), bool), 4).to_bytes())))
+
+
+def _kept_symbols(latent: np.ndarray, regions: Regions) -> np.ndarray:
+    flat = ANS.quantize(latent).reshape(latent.shape[0], -1)
+    return flat[:, regions.positions(*latent.shape[1:])]
+
+
+def test_region_tables_code_the_kept_positions_in_fewer_bytes_and_decode_the_same(
+        tmp_path) -> None:
+    """CDFs refit on what the regions keep (wider than the prior here) code those positions
+    shorter, decode to the same latent, survive save/load, and leave every payload without
+    regions, and every channel count without a fit, to the prior."""
+    latent = trained_looking_latent((8, 16, 20), seed=3) * 3  # spread wider than the prior
+    cells = np.random.default_rng(1).random(grid(16, 20, 4)) < 0.5
+    regions = Regions(cells, 4)
+    fitted = TABLES.with_region_cdfs({8: _kept_symbols(latent, regions)})
+    fitted.save(tmp_path / "entropy.npz")
+    loaded = FactorizedTables.load(tmp_path / "entropy.npz")
+    assert set(loaded.region_cdfs) == {8}
+    np.testing.assert_array_equal(loaded.region_cdfs[8], fitted.region_cdfs[8])
+    refit = FactorizedAnsCodec(loaded)
+    prior, better = ANS.encode(latent, regions), refit.encode(latent, regions)
+    assert better.nbytes < 0.9 * prior.nbytes
+    np.testing.assert_array_equal(refit.decode(better), ANS.decode(prior))
+    assert refit.encode(latent).strings == ANS.encode(latent).strings  # no regions: the prior
+    four = latent[:4]  # no fit for 4 channels: the prior
+    assert refit.encode(four, regions).strings == ANS.encode(four, regions).strings
+    python = FactorizedAnsCodec(loaded, backend="python")
+    assert python.encode(latent, regions).strings == better.strings
+    np.testing.assert_array_equal(python.decode(better), refit.decode(better))
+
+
+def test_a_symbol_the_fit_never_saw_still_codes() -> None:
+    """Every entry keeps at least one count in 2**16, the overflow entry too: a fit on symbols
+    all at the median still codes the table's edge and an escape."""
+    fitted = FactorizedAnsCodec(TABLES.with_region_cdfs({8: np.zeros((8, 500), np.int32)}))
+    symbols = np.zeros((8, 4, 4), np.int32)
+    symbols[:, 0, 0], symbols[:, 1, 1] = -12, 10**6  # the table's lowest symbol, an escape
+    regions = Regions(np.ones((1, 1), bool), 4)
+    np.testing.assert_array_equal(
+        fitted.decode_symbols(fitted.encode_symbols(symbols, regions)), symbols)
+
+
+def test_region_tables_that_do_not_fit_the_prior_are_refused() -> None:
+    good = TABLES.with_region_cdfs({4: np.zeros((4, 10), np.int32)}).region_cdfs[4]
+    for bad, match in ((good[:3], r"region CDFs for 4"), (np.zeros_like(good), "rise strictly")):
+        with pytest.raises(TablesError, match=match):
+            dataclasses.replace(TABLES, region_cdfs={4: bad})
+    with pytest.raises(TablesError, match="region CDFs for 9"):
+        dataclasses.replace(TABLES, region_cdfs={9: np.zeros((9, good.shape[1]), np.int32)})

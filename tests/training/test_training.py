@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 import split_models.training.loop as loop  # noqa: E402
 from device_client.head import HeadRunner  # noqa: E402
 from shared.bundle import load_bundle  # noqa: E402
+from shared.codecs import FactorizedTables  # noqa: E402
 from split_models.data.synthetic import CLASSES  # noqa: E402
 from split_models.evaluation.report import run_report  # noqa: E402
 from split_models.runtime import TailRuntime  # noqa: E402
@@ -256,5 +257,10 @@ def test_region_stage_learns_where_objects_are_and_calibrates_each_width(
     manifest = load_bundle(root).manifest
     assert manifest.regions is not None and manifest.regions.target_recall == 0.95
     assert [h.regions_recall for h in manifest.heads] == [0.8, 0.95]
+    # the coder's region CDFs, refit per width on the positions its threshold keeps
+    tables = FactorizedTables.load(root / manifest.entropy_file)
+    assert sorted(tables.region_cdfs) == sorted(h.latent_channels for h in manifest.heads)
+    assert not any(np.array_equal(rows, tables.quantized_cdf[: len(rows)])
+                   for rows in tables.region_cdfs.values())
     assert [h.regions_threshold for h in manifest.heads] == [
         thresholds["0.5"]["threshold"], thresholds["1.0"]["threshold"]]
