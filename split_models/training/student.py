@@ -47,7 +47,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from device_client.preprocess import Preprocessor
 from shared.bundle import load_bundle, write_manifest
-from shared.codecs import FactorizedTables, Regions
+from shared.codecs import FactorizedAnsCodec, FactorizedTables, Regions
 from split_models.data.coco import CocoFrames, Frame, Frames, frame_label, open_frames
 from split_models.export import export_bundle, preprocessing_for
 from split_models.slimmable import SwitchableBatchNorm2d
@@ -577,6 +577,7 @@ class StudentTrainer:
         frames = self.frames
         count = min(len(frames), self.config.regions_table_frames)
         cell = self.student.config.roi_cell
+        quantize = FactorizedAnsCodec(tables).quantize  # the device's rule
         found: dict[int, npt.NDArray[np.int32]] = {}
         with torch.no_grad():
             for width, cut in cuts.items():
@@ -588,8 +589,7 @@ class StudentTrainer:
                     for latent, score in zip(latents.numpy(), scores.numpy(), strict=True):
                         channels, height, width_ = latent.shape
                         where = Regions(score[0] >= cut, cell).positions(height, width_)
-                        symbols = np.rint(latent - tables.medians[:channels, None, None])
-                        kept.append(symbols.reshape(channels, -1)[:, where].astype(np.int32))
+                        kept.append(quantize(latent).reshape(channels, -1)[:, where])
                 found[kept[0].shape[0]] = np.concatenate(kept, axis=1)
         self.student.set_width(max(self.widths))
         return found
