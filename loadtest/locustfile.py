@@ -10,6 +10,9 @@ Users (pick some by class name on the command line; all run by default, by their
   frames in flight at most, each with a deadline of `--sla-ms`. A frame whose slot is not free
   when it is captured is dropped (the link or the edge is behind) and counted as `WINDOW_FULL`
   under `Stream <branch> (not sent)`: it has no latency to mix into the branch's percentiles.
+  Frames go as the device daemon sends them: lean (compact) once the edge's initial metadata
+  announces it takes them (`shared.messages.LeanEncoder`), whole before that and with
+  `--whole-frames`.
 - `UnaryInfer`: one `Infer` call after another (paced to `--fps` when it is > 0).
 - `HttpInfer`: `POST /v1/infer` with a JPEG frame, the whole-frame path of API clients.
 - `BundleDownload`: `GET /v1/models/{name}/bundle`, then again with `If-None-Match` (304).
@@ -46,7 +49,7 @@ from locust.env import Environment
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadtest.payloads import PayloadSet, build_payloads, fetch_bundle
-from shared.messages import error_of
+from shared.messages import COMPACT_HEADER, LEAN_HEADER, LeanEncoder, error_of, wire_bytes
 from shared.wire import pb, pb_grpc
 
 grpc_gevent.init_gevent()  # grpc's sync API must yield to locust's greenlets
@@ -78,7 +81,11 @@ def _options(parser: Any) -> None:
     group.add_argument("--cache-dir", env_var="SPLITEDGE_LOAD_CACHE_DIR", default="",
                        help="where the downloaded bundle is cached (default: a temp dir)")
     group.add_argument("--token", env_var="SPLITEDGE_LOAD_TOKEN", default="",
-                       help="bearer token, if the edge wants one")  # fmt: skip
+                       help="bearer token, if the edge wants one")
+    group.add_argument("--whole-frames", env_var="SPLITEDGE_LOAD_WHOLE_FRAMES",
+                       action="store_true", default=False,
+                       help="CameraStream sends whole requests even to an edge that takes "
+                            "lean frames (as a daemon with edge.lean_stream off)")  # fmt: skip
 
 
 @events.test_start.add_listener
@@ -181,7 +188,7 @@ class UnaryInfer(_GrpcUser):
             error = None
         except grpc.RpcError as exc:
             error = exc.code().name
-        self.report("Infer", branch, started, request.ByteSize(), error)
+        self.report("Infer", branch, started, wire_bytes(request), error)
 
 
 class CameraStream(_GrpcUser):
@@ -202,6 +209,17 @@ class CameraStream(_GrpcUser):
                 yield request
 
         call = self.stub.Stream(requests(), metadata=_metadata(options))
+        # As the daemon's uplink: every frame goes through the encoder (so it holds the last one
+        # when lean frames start), and lean ones are sent once the edge has announced them.
+        encoder, lean = LeanEncoder(), [False]
+
+        def learn_lean() -> None:
+            try:
+                pairs = {(m[0], m[1]) for m in call.initial_metadata() or ()}
+            except grpc.RpcError:
+                return
+            encoder.compact = COMPACT_HEADER in pairs
+            lean[0] = LEAN_HEADER in pairs and not options.whole_frames
 
         def capture() -> None:
             assert PAYLOADS is not None
@@ -218,11 +236,15 @@ class CameraStream(_GrpcUser):
                     request = PAYLOADS.request(
                         branch, frame_id, self.stream_id, frame_id, options.sla_ms
                     )
-                    in_flight[frame_id] = (time.perf_counter(), branch, request.ByteSize())
-                    outbox.put(request)
+                    message = encoder.encode(request)
+                    if not lean[0]:
+                        message = request
+                    in_flight[frame_id] = (time.perf_counter(), branch, wire_bytes(message))
+                    outbox.put(message)
                 next_at += period
                 gevent.sleep(max(0.0, next_at - time.perf_counter()))
 
+        learner = gevent.spawn(learn_lean)
         camera = gevent.spawn(capture)
         try:
             for reply in call:
@@ -241,6 +263,7 @@ class CameraStream(_GrpcUser):
             gevent.sleep(0.5)  # then the task reopens the stream, as a device reconnects
         finally:
             camera.kill()
+            learner.kill()
             outbox.put(None)
             call.cancel()
 

@@ -52,7 +52,7 @@ def test_every_user_class_gets_answers_and_nothing_but_shedding_fails(
          "--stop-timeout", "3", "--only-summary", "--csv", str(prefix),
          "--host", f"http://127.0.0.1:{edge['http_port']}",
          "--grpc-target", f"127.0.0.1:{edge['grpc_port']}",
-         "--cache-dir", str(tmp_path), "--frames", "2", "--fps", "5", "--sla-ms", "0",
+         "--cache-dir", str(tmp_path), "--frames", "1", "--fps", "5", "--sla-ms", "0",
          *USERS],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -77,3 +77,19 @@ def test_every_user_class_gets_answers_and_nothing_but_shedding_fails(
         assert any(n.startswith(prefix_name) and answered[n] > 0 for n in answered), (
             f"no successful {prefix_name!r} request: {answered}\n{output}"
         )
+
+    # One frame per branch, so a unary request is that frame whole, every time. The cameras
+    # send as the daemon does: lean compact frames once the edge announces them, so a split
+    # frame on the stream costs less than the same frame whole (by ~60 B; 20 B leaves room for
+    # the first, whole frame and for frames whose branch differs from the one before).
+    compared = []
+    for name, row in stats.items():
+        stream = stats.get(f"Stream {name.removeprefix('Infer ')}")
+        if not name.startswith("Infer split-") or stream is None:
+            continue
+        if int(stream["Request Count"]) < 3:
+            continue
+        whole, sent = float(row["Average Content Size"]), float(stream["Average Content Size"])
+        assert sent < whole - 20, f"{name}: stream frames {sent:.0f} B, whole {whole:.0f} B"
+        compared.append(name)
+    assert compared, f"no split branch both streamed (≥ 3 frames) and sent unary: {answered}"
