@@ -97,6 +97,9 @@ class TeacherTraining:
     teacher: TeacherRef
     optim: Optim = field(default_factory=Optim)
     sampling: DetectorSampling = field(default_factory=DetectorSampling)
+    # MixStyle (style_randomization.MixStyle) after the backbone's first two stages: the
+    # probability a batch gets it; 0: off
+    mixstyle: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -151,6 +154,10 @@ class StudentTraining:
     # cells) that keeps 22 % of the cells and the tails gain 2.3 points, where a quarter's margin
     # (at least 8 px) keeps 33 % and gains 0.7: the tails need no background around an object.
     region_margin: float = 0.0
+    # the region head's loss: binary cross-entropy, focal (Lin et al., 2017) with this γ when
+    # > 0 — each cell's term scaled by (1 − p_true)^γ, so the many easy background cells stop
+    # drowning the hard ones (busy backgrounds, an object's edge cells) that set the threshold
+    regions_focal: float = Field(default=0.0, ge=0.0, le=5.0)
     # then the tails learn on the latent as the device codes it (stage 2's loss, the cells off
     # the regions at the medians): they stop reading the missing background as objects
     regions_tails: Optim | None = None

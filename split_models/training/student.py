@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import sigmoid_focal_loss
 
 from device_client.preprocess import Preprocessor
 from shared.bundle import load_bundle, write_manifest
@@ -530,7 +531,7 @@ class StudentTrainer:
                     latent = student.head.encoder(features)
                 logits = region_head(latent)
                 targets = self.region_targets(batch, (logits.shape[2], logits.shape[3]))
-                losses.append(F.binary_cross_entropy_with_logits(logits, targets))
+                losses.append(region_loss(logits, targets, self.config.regions_focal))
             loss = torch.stack(losses).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -691,6 +692,17 @@ def _grow(grid: torch.Tensor, factor: int, size: tuple[int, ...]) -> torch.Tenso
     """Each cell of a (B, 1, rows, cols) grid as a factor × factor block, cropped to `size`."""
     grown = grid.repeat_interleave(factor, 2).repeat_interleave(factor, 3)
     return grown[:, :, : size[0], : size[1]]
+
+
+def region_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 0.0) -> torch.Tensor:
+    """Mean binary cross-entropy per cell; with `gamma` > 0 torchvision's focal loss (no class
+    weighting: the threshold, calibrated afterwards, sets the balance): each cell's term times
+    (1 − p_true)^γ, the probability the head gives the wrong answer, to the γ."""
+    if gamma > 0:
+        loss: torch.Tensor = sigmoid_focal_loss(logits, targets, alpha=-1, gamma=gamma,
+                                                reduction="mean")
+        return loss
+    return F.binary_cross_entropy_with_logits(logits, targets)
 
 
 def _freeze(model: nn.Module) -> None:

@@ -12,6 +12,13 @@ looks its generator never drew (issue 9's shifted set):
 
 Both take their randomness from the step's torch generator, so a step's batch is the same bytes
 on every run (the training loop resumes mid-run).
+
+And one in feature space, for the teacher (`teacher.mixstyle`):
+
+- `MixStyle` (Zhou et al., ICLR 2021): in the backbone's early stages, each frame's per-channel
+  feature mean and spread (its "style") are mixed with another frame's of the batch; the
+  normalized content stays. The frame itself is untouched, so unlike RandConv the detector never
+  sees a re-textured image it must still read — the task is no harder, only its styles blur.
 """
 
 from __future__ import annotations
@@ -56,3 +63,45 @@ def amplitude_mix(image: Image, other: Image, generator: torch.Generator) -> Ima
     mixed = np.fft.irfft2(amplitude * np.exp(1j * np.angle(spectrum)), s=image.shape[:2],
                           axes=(0, 1))
     return np.ascontiguousarray(np.clip(mixed + 0.5, 0, 255).astype(np.uint8))
+
+
+class MixStyle:
+    """MixStyle as forward hooks on a model's `layers` (children named so, e.g. a ResNet's
+    "layer1", "layer2"): while the model trains, with probability `p` per batch, each sample's
+    feature statistics become a Beta(α, α) mix of its own and a random other sample's. A no-op
+    in eval mode, and nothing is added to the state dict: the exported model is the same model.
+
+    Its randomness comes from `reseed(seed, step)` (numpy), so a resumed run mixes as an
+    uninterrupted one would."""
+
+    def __init__(self, model: torch.nn.Module, p: float, layers: tuple[str, ...] = (
+            "layer1", "layer2"), alpha: float = 0.1) -> None:  # fmt: skip
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"MixStyle p is a probability, got {p}")
+        self.p, self.alpha = p, alpha
+        self.rng = np.random.default_rng(0)
+        hooked = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in layers]
+        if not hooked:
+            raise ValueError(f"MixStyle: the model has no child named {layers}")
+        self.handles = [m.register_forward_hook(self._hook) for m in hooked]
+
+    def reseed(self, seed: int, step: int) -> None:
+        self.rng = np.random.default_rng([seed, step, 0x5717])
+
+    def _hook(self, module: torch.nn.Module, _inputs: object, output: torch.Tensor,
+              ) -> torch.Tensor | None:  # fmt: skip
+        batch = output.shape[0]
+        if not module.training or batch < 2 or self.rng.random() >= self.p:
+            return None
+        mean = output.mean(dim=(2, 3), keepdim=True).detach()
+        std = (output.var(dim=(2, 3), keepdim=True) + 1e-6).sqrt().detach()
+        weight = torch.from_numpy(self.rng.beta(self.alpha, self.alpha, (batch, 1, 1, 1))).to(
+            output.dtype)
+        other = torch.from_numpy(self.rng.permutation(batch))
+        mixed_mean = weight * mean + (1 - weight) * mean[other]
+        mixed_std = weight * std + (1 - weight) * std[other]
+        return (output - mean) / std * mixed_std + mixed_mean
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()

@@ -28,7 +28,7 @@ from split_models.training.loop import (
     set_lr,
     step_generator,
 )
-from split_models.training.style_randomization import amplitude_mix, random_convolution
+from split_models.training.style_randomization import MixStyle, amplitude_mix, random_convolution
 
 
 def load_teacher(ref: TeacherRef, num_classes: int | None = None) -> tuple[nn.Module, list[str]]:
@@ -187,10 +187,13 @@ def train_teacher(experiment: Experiment, out: Path) -> RunResult:
     model.train()
     optim = config.optim
     optimizer = make_optimizer(optim, [p for p in model.parameters() if p.requires_grad])
+    mixstyle = MixStyle(model, config.mixstyle) if config.mixstyle else None
 
     def step(index: int, lr: float) -> dict[str, float]:
         set_lr(optimizer, lr)
         generator = step_generator(experiment.seed, index)
+        if mixstyle is not None:
+            mixstyle.reseed(experiment.seed, index)
         batch = [frames[i] for i in batch_indices(len(frames), optim.batch_size,
                                                   experiment.seed, index)]
         batch = augment_batch(batch, generator, experiment.data)
@@ -211,6 +214,8 @@ def train_teacher(experiment: Experiment, out: Path) -> RunResult:
 
     result = run_steps(f"teacher {config.teacher.name}", optim, step, out / "teacher.ckpt",
                        {"model": model}, {"optimizer": optimizer})
+    if mixstyle is not None:
+        mixstyle.remove()
     transform = getattr(model, "transform", None)
     saved: dict[str, Any] = {
         "name": config.teacher.name, "num_classes": num_classes,

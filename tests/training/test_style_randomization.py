@@ -1,5 +1,7 @@
 """Style randomization: looks change, boxes and sizes never do, the step's seed fixes the bytes,
-and with both probabilities at 0 a batch is exactly what the recipe drew before."""
+and with both probabilities at 0 a batch is exactly what the recipe drew before. MixStyle mixes
+feature statistics only while training, deterministically per step, and leaves the model's
+weights and its eval-mode answers alone."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ torch = pytest.importorskip("torch")
 from split_models.data.coco import Frame  # noqa: E402
 from split_models.training.config import Data  # noqa: E402
 from split_models.training.style_randomization import (  # noqa: E402
+    MixStyle,
     amplitude_mix,
     random_convolution,
 )
@@ -82,3 +85,61 @@ def test_style_probabilities_are_probabilities(key: str) -> None:
 
     with pytest.raises(ValidationError, match=key):
         Data(train="-", **{key: 1.5})
+
+
+def _mixstyle_model() -> torch.nn.Module:
+    from split_models.tiny import TinyResNet
+
+    torch.manual_seed(0)
+    return TinyResNet(num_classes=3)
+
+
+def _layer1_output(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    found: list[torch.Tensor] = []
+    handle = model.layer2.register_forward_pre_hook(lambda _m, inputs: found.append(inputs[0]))
+    model(images)
+    handle.remove()
+    return found[0]
+
+
+def test_mixstyle_mixes_styles_in_training_only_and_the_same_way_per_step() -> None:
+    images = torch.rand(4, 3, 32, 32) * torch.tensor([0.2, 0.6, 1.0, 1.4]).view(4, 1, 1, 1)
+    model = _mixstyle_model()
+    keys = set(model.state_dict())
+    with torch.no_grad():
+        model.train()
+        plain = _layer1_output(model, images)
+        model.eval()
+        plain_eval = model(images)
+        mix = MixStyle(model, p=1.0, layers=("layer1",))
+        assert set(model.state_dict()) == keys  # nothing of it is saved or exported
+        assert torch.equal(model(images), plain_eval)  # eval mode: untouched
+        model.train()
+        mix.reseed(0, 5)
+        mixed = _layer1_output(model, images)
+        mix.reseed(0, 5)
+        again = _layer1_output(model, images)
+        mix.reseed(0, 6)
+        other_step = _layer1_output(model, images)
+    assert torch.equal(mixed, again) and not torch.equal(mixed, other_step)
+    assert not torch.allclose(mixed, plain, atol=1e-3)
+    # each sample's channel means become a mix of two samples' means: within the batch's range
+    means, plain_means = mixed.mean(dim=(2, 3)), plain.mean(dim=(2, 3))
+    assert (means >= plain_means.min(dim=0).values - 1e-4).all()
+    assert (means <= plain_means.max(dim=0).values + 1e-4).all()
+    mix.remove()
+    with torch.no_grad():
+        assert torch.equal(_layer1_output(model, images), plain)
+
+
+def test_mixstyle_off_and_misnamed_layers() -> None:
+    images = torch.rand(2, 3, 32, 32)
+    model = _mixstyle_model().train()
+    with torch.no_grad():
+        plain = _layer1_output(model, images)
+        MixStyle(model, p=0.0)
+        assert torch.equal(_layer1_output(model, images), plain)
+    with pytest.raises(ValueError, match="no child named"):
+        MixStyle(model, p=0.5, layers=("stage9",))
+    with pytest.raises(ValueError, match="probability"):
+        MixStyle(model, p=1.5)

@@ -17,11 +17,16 @@ import split_models.training.loop as loop  # noqa: E402
 from device_client.head import HeadRunner  # noqa: E402
 from shared.bundle import load_bundle  # noqa: E402
 from shared.codecs import FactorizedTables  # noqa: E402
+from shared.errors import ConfigError  # noqa: E402
 from split_models.data.synthetic import CLASSES  # noqa: E402
 from split_models.evaluation.report import run_report  # noqa: E402
 from split_models.runtime import TailRuntime  # noqa: E402
 from split_models.training.config import Export, Optim  # noqa: E402
-from split_models.training.student import StudentTrainer, choose_threshold  # noqa: E402
+from split_models.training.student import (  # noqa: E402
+    StudentTrainer,
+    choose_threshold,
+    region_loss,
+)
 from split_models.training.student import train_student as run_student  # noqa: E402
 from split_models.training.teacher import train_teacher  # noqa: E402
 from tests.training.conftest import SCENE, experiment, optim  # noqa: E402
@@ -33,14 +38,17 @@ def _dropped(history: list[dict[str, float]], key: str) -> bool:
     return bool(last < first)
 
 
-@pytest.mark.parametrize(("name", "lr"), [("tiny_fasterrcnn", 0.01), ("tiny_resnet", 0.01)])
-def test_teacher_loss_drops(shapes: Path, tmp_path: Path, name: str, lr: float) -> None:
+@pytest.mark.parametrize(("name", "lr", "mixstyle"), [
+    ("tiny_fasterrcnn", 0.01, 0.0), ("tiny_resnet", 0.01, 0.0), ("tiny_fasterrcnn", 0.01, 0.5)])
+def test_teacher_loss_drops(shapes: Path, tmp_path: Path, name: str, lr: float,
+                            mixstyle: float) -> None:
     # One image set, one batch: every step sees the same frames, so the loss must fall.
     result = train_teacher(experiment({
         "kind": "teacher", "out": str(tmp_path), "seed": 1,
         "data": {"train": str(shapes / "val.json"), "flip": False},
         "teacher": {"teacher": {"name": name, "min_size": 96, "max_size": 128},
-                    "optim": optim(8, batch_size=6, optimizer="sgd", lr=lr)},
+                    "optim": optim(8, batch_size=6, optimizer="sgd", lr=lr),
+                    "mixstyle": mixstyle},
     }), tmp_path)
     assert _dropped(result.history, "loss")
     saved = torch.load(tmp_path / "teacher.pt", weights_only=True)
@@ -214,6 +222,19 @@ def test_threshold_keeps_the_target_recall() -> None:
     chosen = choose_threshold(scores, positive, 0.75)
     assert chosen["threshold"] == 0.6 and chosen["recall"] == 0.75
     assert chosen["skip_share"] == 0.5
+
+
+def test_region_loss_is_bce_or_focal_which_discounts_the_easy_cells() -> None:
+    logits = torch.tensor([[[[-6.0, 6.0, 0.5, -0.5]]]])
+    targets = torch.tensor([[[[0.0, 1.0, 0.0, 1.0]]]])  # two easy cells, two wrong-ish ones
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    assert torch.allclose(region_loss(logits, targets), bce.mean())
+    per_cell = [float(region_loss(logits[..., i:i + 1], targets[..., i:i + 1], 2.0)) / float(
+        bce[..., i]) for i in range(4)]
+    assert per_cell[0] < 1e-4 and per_cell[1] < 1e-4  # confident and right: next to nothing
+    assert 0.3 < per_cell[2] < 1 and 0.3 < per_cell[3] < 1  # unsure and wrong: most of it
+    with pytest.raises(ConfigError, match="regions_focal"):
+        _student(Path("x"), Path("t.pt"), Path("o"), "entropic", regions_focal=-1.0)
 
 
 def test_region_stage_learns_where_objects_are_and_calibrates_each_width(
