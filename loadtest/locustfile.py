@@ -70,6 +70,9 @@ def _options(parser: Any) -> None:
                        choices=["split", "jpeg", "all"], help="which branches to send")
     group.add_argument("--widths", env_var="SPLITEDGE_LOAD_WIDTHS", default="",
                        help="split widths, comma-separated (default: every head)")
+    group.add_argument("--branches", env_var="SPLITEDGE_LOAD_BRANCHES", default="",
+                       help="exactly these branch ids, comma-separated (e.g. jpeg-q90; default: "
+                            "every branch of --payload)")
     group.add_argument("--frames", env_var="SPLITEDGE_LOAD_FRAMES", type=int, default=8,
                        help="distinct generated frames per branch")
     group.add_argument("--fps", env_var="SPLITEDGE_LOAD_FPS", type=float, default=15.0,
@@ -110,6 +113,12 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
 
 def _branches(options: Any) -> list[str]:
     assert PAYLOADS is not None
+    named = [b.strip() for b in options.branches.split(",") if b.strip()]
+    if named:
+        unknown = sorted(set(named) - set(PAYLOADS.branches))
+        if unknown:
+            raise RuntimeError(f"--branches {unknown}: the bundle has {PAYLOADS.branches}")
+        return named
     kinds = {"split": ("split",), "jpeg": ("jpeg",), "all": ("split", "jpeg")}[options.payload]
     chosen = [b for b in PAYLOADS.branches if b.split("-")[0] in kinds]
     if not chosen:

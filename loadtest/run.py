@@ -156,7 +156,9 @@ def run_locust(
         "--stop-timeout", "2", "--csv", str(prefix),
         "--host", f"http://{edge.host}:{edge.http_port}",
         "--grpc-target", f"{edge.host}:{edge.grpc_port}",
-        "--bundle", str(BUNDLE), "--payload", kind, "--fps", str(args.fps),
+        # exactly the measured branch: the bundle has several JPEG qualities, and a camera
+        # cycling through them would send the measured one a quarter of its frames
+        "--bundle", str(BUNDLE), "--payload", kind, "--branches", branch, "--fps", str(args.fps),
         "--sla-ms", str(args.sla_ms), "--window", str(args.window), "CameraStream",
     ]  # fmt: skip
     if widths:
