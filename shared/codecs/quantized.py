@@ -37,7 +37,11 @@ class Uint8ZstdCodec:
     def encode(self, array: npt.NDArray[np.generic]) -> Payload:
         latent = as_chw(np.asarray(array, dtype=np.float32))
         lo, hi = float(latent.min()), float(latent.max())
-        scale = (hi - lo) / 255.0 if hi > lo else 1.0
+        # in float32, as the header stores it and the division runs: a range of a few denormals
+        # (0 and 1e-45) has no float32 step of 1/255 of it, and would divide by zero
+        scale = np.float32((hi - lo) / 255.0)
+        if not scale > 0:
+            scale = np.float32(1.0)  # one level: the error is the range itself, below any step
         levels = np.rint((latent - lo) / scale).clip(0, 255).astype(np.uint8)
         data = _HEADER.pack(lo, scale) + zstd_frames.compress(levels.tobytes())
         return Payload(self.codec_id, tuple(int(d) for d in latent.shape), (data,))
