@@ -98,7 +98,7 @@ class TeacherTraining:
     optim: Optim = field(default_factory=Optim)
     sampling: DetectorSampling = field(default_factory=DetectorSampling)
     # MixStyle (style_randomization.MixStyle) after the backbone's first two stages: the
-    # probability a batch gets it; 0: off
+    # probability each stage mixes a batch; 0: off
     mixstyle: float = Field(default=0.0, ge=0.0, le=1.0)
 
 

@@ -67,8 +67,9 @@ def amplitude_mix(image: Image, other: Image, generator: torch.Generator) -> Ima
 
 class MixStyle:
     """MixStyle as forward hooks on a model's `layers` (children named so, e.g. a ResNet's
-    "layer1", "layer2"): while the model trains, with probability `p` per batch, each sample's
-    feature statistics become a Beta(α, α) mix of its own and a random other sample's. A no-op
+    "layer1", "layer2"): while the model trains, each of those layers, with probability `p` per
+    batch and independently of the others, makes each sample's feature statistics a Beta(α, α)
+    mix of its own and a random other sample's. A no-op
     in eval mode, and nothing is added to the state dict: the exported model is the same model.
 
     Its randomness comes from `reseed(seed, step)` (numpy), so a resumed run mixes as an
