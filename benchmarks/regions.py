@@ -1,7 +1,8 @@
 """Regions of interest: bytes against accuracy as the device codes fewer of the latent's cells.
 
     python -m benchmarks.regions --bundle B --data out/data/shapes/test.json \
-        [--thresholds 0.06,0.1,0.2] [--widths 1.0] [--oracle-margin 0.25 --oracle-margin 0]
+        [--thresholds 0.06,0.1,0.2] [--widths 1.0] [--oracle-margin 0.25 --oracle-margin 0] \
+        [--caps 0.5,0.4]
 
 Every frame goes the device's way (preprocess, head ONNX once) and the edge's (decode, the real
 tail); per width it prints, for all positions coded, the bundle's own region threshold and each
@@ -10,7 +11,9 @@ false detections per empty frame, and for a region head its recall of the cells 
 boxes overlap (the target it was trained and calibrated for). `--thresholds` needs a bundle
 with a region head; `--oracle-margin` takes the mask from the labelled boxes instead (grown by
 that share of their size; at least 8 px when > 0, as `benchmarks.latent_bits` grows them):
-what a perfect region head would buy, on any bundle.
+what a perfect region head would buy, on any bundle. `--caps` keeps, on top of the bundle's
+threshold, at most that share of a frame's cells (its highest-scoring): what bounding a busy
+frame's bytes costs (rate.md: the clutter outscores the objects, so it drops objects first).
 
 Why it exists: the background costs ~70 % of the bytes (`benchmarks.latent_bits`), and the
 tails do not need it; how much of that a region head can drop is this table.
@@ -33,7 +36,8 @@ ORACLE_CELL = 4  # latent positions a side, as the recipe's region head would ma
 
 
 def sweep(bundle: Path, data: Path, frames: int, widths: list[float] | None,
-          thresholds: list[float], oracle_margins: list[float]) -> list[dict[str, Any]]:
+          thresholds: list[float], oracle_margins: list[float],
+          caps: list[float] | None = None) -> list[dict[str, Any]]:
     runner = HeadRunner.load(bundle, threads=2)
     if thresholds and runner.regions is None:
         raise SystemExit(f"{bundle} has no region head: use --oracle-margin only")
@@ -54,6 +58,8 @@ def sweep(bundle: Path, data: Path, frames: int, widths: list[float] | None,
         if runner.regions is not None:
             settings.append(("region head", runner.region_thresholds[runner.width]))
         settings += [("region head", t) for t in thresholds]
+        if runner.regions is not None:  # the bundle's threshold, then only the top cells
+            settings += [("capped", c) for c in caps or []]
         settings += [("labelled boxes", m) for m in oracle_margins]
         for mode, value in settings:
             latents, inputs, originals, payload, kept = [], [], [], 0, 0.0
@@ -66,9 +72,15 @@ def sweep(bundle: Path, data: Path, frames: int, widths: list[float] | None,
                 scale = (geometry.resized[0] / geometry.original[0],
                          geometry.resized[1] / geometry.original[1])
                 regions = None
-                if mode == "region head":
+                if mode in ("region head", "capped"):
                     assert runner.regions is not None and value is not None
-                    regions = Regions(outputs[2][0, 0] >= value, runner.regions.cell)
+                    scores = outputs[2][0, 0]
+                    threshold = value if mode == "region head" else \
+                        runner.region_thresholds[runner.width]
+                    keep = scores >= threshold
+                    if mode == "capped":
+                        keep &= scores >= cap_threshold(scores, value)
+                    regions = Regions(keep, runner.regions.cell)
                     grid_rows, grid_cols = regions.cells.shape
                     target = object_positions(frame, (grid_rows, grid_cols),
                                               runner.regions.cell * stride, scale, 0.0, 0.0)
@@ -99,6 +111,15 @@ def sweep(bundle: Path, data: Path, frames: int, widths: list[float] | None,
     return rows
 
 
+def cap_threshold(scores: Any, share: float) -> float:
+    """The score of the cell ranked ceil(share × cells): at most that many cells reach it
+    (ties aside)."""
+    import numpy as np
+
+    ranked = np.sort(scores.ravel())[::-1]
+    return float(ranked[max(1, int(np.ceil(share * ranked.size))) - 1])
+
+
 def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v]
 
@@ -113,8 +134,12 @@ def main() -> None:
                         help="region head thresholds (the bundle needs a region head)")
     parser.add_argument("--oracle-margin", type=float, action="append", default=[],
                         help="repeatable: mask from the labelled boxes grown by this share")
+    parser.add_argument("--caps", type=_floats, default=[],
+                        help="the bundle's threshold, and at most this share of the cells "
+                             "(the highest-scoring)")
     args = parser.parse_args()
-    sweep(args.bundle, args.data, args.frames, args.widths, args.thresholds, args.oracle_margin)
+    sweep(args.bundle, args.data, args.frames, args.widths, args.thresholds, args.oracle_margin,
+          args.caps)
 
 
 if __name__ == "__main__":

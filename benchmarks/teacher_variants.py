@@ -54,7 +54,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rc50am50": {"random_convolution": 0.5, "amplitude_mix": 0.5},
     # the same detector at 1.5x the channels (backbone, FPN, box head): capacity, not data
     "wide": {"model": {"widths": (24, 48, 96, 192), "fpn_channels": 48, "representation": 192}},
+    # the recipe on the first N distinct training frames (render at least N with --train): does
+    # seeing more draws of the training styles, at the same steps, move the shifted ÷ in-dist?
+    "f4k": {"frames": 4000},
+    "f8k": {"frames": 8000},
+    "f24k": {"frames": 24000},
 }
+NOT_DATA = ("model", "frames")  # variant keys that are not `Data` options
 
 
 def _render(job: tuple[int, int, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,8 +102,8 @@ def load(name: str) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
 class Steps:
     """Map-style: item `step` is that step's augmented batch, as train_teacher draws it."""
 
-    def __init__(self, data: object, batch_size: int) -> None:
-        self.data, self.batch_size = data, batch_size
+    def __init__(self, data: object, batch_size: int, frames: int | None = None) -> None:
+        self.data, self.batch_size, self.frames = data, batch_size, frames
         self.images: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -113,9 +119,13 @@ class Steps:
         if self.images is None:
             torch.set_num_threads(1)
             self.images, self.targets = load("train")
+            if self.frames is not None and self.frames > len(self.images):
+                raise ValueError(f"{self.frames} frames asked, {len(self.images)} rendered: "
+                                 "raise --train")
+            self.count = self.frames or len(self.images)
         generator = step_generator(0, step)
         frames = [Frame(np.array(self.images[i]), *self.targets[i], image_id=i + 1)
-                  for i in batch_indices(len(self.images), self.batch_size, 0, step)]
+                  for i in batch_indices(self.count, self.batch_size, 0, step)]
         frames = augment_batch(frames, generator, self.data)  # type: ignore[arg-type]
         images = torch.from_numpy(np.stack([f.image for f in frames]))
         return (images, [torch.from_numpy(f.boxes) for f in frames],
@@ -174,7 +184,7 @@ def train(variant: str, args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(2)
     torch.backends.cudnn.benchmark = True
-    styles = {k: v for k, v in VARIANTS[variant].items() if k != "model"}
+    styles = {k: v for k, v in VARIANTS[variant].items() if k not in NOT_DATA}
     data = Data(train="-", colour_ops=2, **styles)
     optim = Optim(steps=args.steps, batch_size=4, lr=0.02, optimizer="sgd", weight_decay=1e-4,
                   warmup_steps=100)
@@ -187,8 +197,8 @@ def train(variant: str, args: argparse.Namespace) -> None:
     model.to(device).train()
     optimizer = make_optimizer(optim, [p for p in model.parameters() if p.requires_grad])
     loader = torch.utils.data.DataLoader(
-        Steps(data, optim.batch_size), batch_size=None, num_workers=args.workers,
-        prefetch_factor=8, persistent_workers=True, sampler=range(10**7))
+        Steps(data, optim.batch_size, VARIANTS[variant].get("frames")), batch_size=None,
+        num_workers=args.workers, prefetch_factor=8, persistent_workers=True, sampler=range(10**7))
     started = time.time()
     total = optim.steps
     for step, (images, boxes, labels) in enumerate(loader):

@@ -111,6 +111,13 @@ class StudentTraining:
     # width its own rate point: a narrow width pays more per bit, so it sends fewer bytes and the
     # widths become the scheduler's bandwidth knob.
     rate_lambda: float | tuple[float, ...] = 0.01
+    # A rate to reach instead of a fixed weight (entropic only): per width (smallest first),
+    # bytes per frame as the entropy model prices the rounded latent on training batches. Stage
+    # 1 then steers each width's λ towards it (split_models.training.rate_control), starting
+    # from rate_lambda. A fixed λ buys whatever rate the teacher's features make optimal: the
+    # shipped bundle and a fresh run of its recipe send 0.38 and 0.52 KB at width 1.0. Off in
+    # the demo recipe: its rates reproduce, but the bundle was not better (rate.md).
+    rate_target: float | tuple[float, ...] | None = None
     aux_lr: float = 0.01  # the prior's quantiles (compressai's aux loss), own optimizer
     # The prior's density learns at lr × this: from scratch it lags the encoder, and while it
     # is wide the rate term cannot be lowered by the encoder at all.
@@ -189,6 +196,14 @@ class StudentTraining:
             raise ConfigError("student.regions_tails trains on the regions: set student.regions")
         if self.regions is not None and not self.split.region_channels:
             raise ConfigError("student.regions trains a region head: set split.region_channels")
+        if self.rate_target is not None:
+            targets = (self.rate_target if isinstance(self.rate_target, tuple)
+                       else (self.rate_target,))
+            if len(targets) not in (1, len(self.split.widths)) or min(targets) <= 0:
+                raise ConfigError(f"student.rate_target: {self.rate_target}, expected one "
+                                  f"positive value or one per width {self.split.widths}")
+            if self.method != "entropic":
+                raise ConfigError("student.rate_target steers the rate weight: method entropic")
         if isinstance(self.rate_lambda, tuple) and len(self.rate_lambda) != len(
             self.split.widths
         ):
@@ -196,6 +211,12 @@ class StudentTraining:
                 f"student.rate_lambda: {len(self.rate_lambda)} values for "
                 f"{len(self.split.widths)} widths {self.split.widths}"
             )
+
+    def rate_target_at(self, width: float) -> float | None:
+        """The bytes per frame `width`'s stage-1 rate is steered to, or None (a fixed λ)."""
+        if isinstance(self.rate_target, tuple):
+            return self.rate_target[self.split.widths.index(width)]
+        return self.rate_target
 
     def lambda_at(self, width: float) -> float:
         """The rate weight of `width`."""

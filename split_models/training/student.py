@@ -64,6 +64,7 @@ from split_models.training.loop import (
     set_lr,
     step_generator,
 )
+from split_models.training.rate_control import RateControl
 from split_models.training.teacher import augment_batch, load_teacher, set_sampling
 
 Features = dict[str, torch.Tensor]
@@ -278,6 +279,12 @@ class StudentTrainer:
         ]
         optimizer = make_optimizer(config.stage1, groups)
         aux_optimizer = torch.optim.Adam(aux, lr=config.aux_lr)
+        modules: dict[str, nn.Module] = {"student": student}
+        control = None
+        if entropic and config.rate_target is not None:
+            control = RateControl(self.widths, [config.lambda_at(w) for w in self.widths],
+                                  [cast(float, config.rate_target_at(w)) for w in self.widths])
+            modules["rate"] = control  # its λs resume with the stage
 
         def step(index: int, lr: float) -> dict[str, float]:
             _train_modes(student, [*trainable, student.prior])
@@ -298,7 +305,13 @@ class StudentTrainer:
                 bpp = -torch.log2(likelihoods).sum() / pixels
                 distortion = sum((self.distortion(t, latent_hat, targets[t], weights)
                                   for t in self.distilled), torch.zeros(()))
-                weight = config.lambda_at(width) if entropic else 1.0
+                if control is not None:
+                    frames = latent.shape[0]
+                    control.observe(width, float(student.prior.coded_bits(latent).sum()) / 8
+                                    / frames)
+                    weight = control.weight(width)
+                else:
+                    weight = config.lambda_at(width) if entropic else 1.0
                 loss = (distortion + weight * bpp) / len(widths)
                 loss.backward()
                 logged["distortion"] += float(distortion.detach()) / len(widths)
@@ -311,11 +324,15 @@ class StudentTrainer:
             aux_loss.backward()
             aux_optimizer.step()
             student.set_width(max(self.widths))
+            steered = {}
+            if control is not None:
+                steered = control.logged()  # the λs this step trained with
+                control.step(index)
             return {"loss": logged["distortion"] + logged["rate"],
-                    **logged, "aux": float(aux_loss.detach())}
+                    **logged, "aux": float(aux_loss.detach()), **steered}
 
         return run_steps(f"stage1 {config.method}", config.stage1, step,
-                         self.out / "stage1.ckpt", {"student": student},
+                         self.out / "stage1.ckpt", modules,
                          {"main": optimizer, "aux": aux_optimizer})
 
     def stage2(self, optim: Optim, regions: dict[str, float] | None = None) -> RunResult:

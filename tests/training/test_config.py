@@ -98,3 +98,18 @@ def test_a_regions_recall_per_width(tmp_path: Path) -> None:
     assert (student.regions_recall_at(0.5), student.regions_recall_at(1.0)) == (0.9, 0.97)
     one = load_experiment(path, ["student.regions_recall=0.95"]).student
     assert one is not None and one.regions_recall_at(0.5) == one.regions_recall_at(1.0) == 0.95
+
+
+def test_a_rate_target_per_width_or_none(tmp_path: Path) -> None:
+    path = _write(tmp_path, STUDENT)
+    student = load_experiment(path, ["student.rate_target=[100.0, 300.0]"]).student
+    assert student is not None
+    assert (student.rate_target_at(0.5), student.rate_target_at(1.0)) == (100.0, 300.0)
+    plain = load_experiment(path).student
+    assert plain is not None and plain.rate_target_at(1.0) is None  # a fixed λ
+    # one value is every width's; two are one each; a rate of 0 cannot be reached
+    for bad in ("[100.0, 0.0]", "[1.0, 2.0, 3.0]", "-5.0"):
+        with pytest.raises(ConfigError, match="rate_target"):
+            load_experiment(path, [f"student.rate_target={bad}"])
+    with pytest.raises(ConfigError, match="entropic"):
+        load_experiment(path, ["student.rate_target=100.0", "student.method=ghnd"])
