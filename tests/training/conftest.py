@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import split_models.training.loop as loop  # noqa: E402
 from split_models.data.synthetic import SceneConfig, generate_dataset  # noqa: E402
 from split_models.training.config import Experiment, build  # noqa: E402
 from split_models.training.teacher import train_teacher  # noqa: E402
@@ -43,3 +46,22 @@ def det_teacher(shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "optim": optim(2, optimizer="sgd", lr=0.01)},
     }), out)
     return out / "teacher.pt"
+
+
+@contextmanager
+def stopped_at(monkeypatch: pytest.MonkeyPatch, step: int) -> Iterator[None]:
+    """A training run inside stops at `step` as a crash would (KeyboardInterrupt, which the
+    block expects), leaving its last checkpoint behind; steps run normally again after it."""
+    real_lr_at = loop.lr_at
+
+    def crash(config: Any, index: int) -> float:
+        if index == step:
+            raise KeyboardInterrupt
+        return real_lr_at(config, index)
+
+    monkeypatch.setattr(loop, "lr_at", crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(loop, "lr_at", real_lr_at)

@@ -15,12 +15,11 @@ import yaml
 
 torch = pytest.importorskip("torch")
 
-import split_models.training.loop as loop  # noqa: E402
 import split_models.training.student as student_module  # noqa: E402
 from split_models.bottleneck import LatentPrior  # noqa: E402
 from split_models.training.rate_control import RateControl  # noqa: E402
 from split_models.training.student import StudentTrainer  # noqa: E402
-from tests.training.conftest import experiment, optim  # noqa: E402
+from tests.training.conftest import experiment, optim, stopped_at  # noqa: E402
 
 
 def test_lambda_rises_above_the_target_falls_below_and_each_step_is_clipped() -> None:
@@ -132,17 +131,8 @@ def test_a_steered_run_resumes_with_its_lambdas(shapes: Path, det_teacher: Path,
         return [h["lambda@1"] for h in trainer.stage1().history]
 
     straight = history(tmp_path / "straight")
-    real_lr_at = loop.lr_at
-
-    def crash_at_step_3(config: Any, step: int) -> float:
-        if step == 3:
-            raise KeyboardInterrupt
-        return real_lr_at(config, step)
-
-    monkeypatch.setattr(loop, "lr_at", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_at(monkeypatch, 3):
         history(tmp_path / "stopped")
-    monkeypatch.setattr(loop, "lr_at", real_lr_at)
     # the resumed steps train at the λs the stopped run had reached, not at rate_lambda again
     resumed = history(tmp_path / "stopped")
     assert resumed == pytest.approx(straight) and straight[-1] > straight[0]

@@ -13,7 +13,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import split_models.training.loop as loop  # noqa: E402
 from device_client.head import HeadRunner  # noqa: E402
 from shared.bundle import load_bundle  # noqa: E402
 from shared.codecs import FactorizedTables  # noqa: E402
@@ -29,7 +28,7 @@ from split_models.training.student import (  # noqa: E402
 )
 from split_models.training.student import train_student as run_student  # noqa: E402
 from split_models.training.teacher import train_teacher  # noqa: E402
-from tests.training.conftest import SCENE, experiment, optim  # noqa: E402
+from tests.training.conftest import SCENE, experiment, optim, stopped_at  # noqa: E402
 
 
 def _dropped(history: list[dict[str, float]], key: str) -> bool:
@@ -198,18 +197,8 @@ def test_resume_continues_the_same_run(shapes: Path, det_teacher: Path, tmp_path
         return trainer.student.state_dict()  # type: ignore[no-any-return]
 
     straight = trained(tmp_path / "straight")
-
-    real_lr_at = loop.lr_at
-
-    def crash_at_step_3(config: Any, step: int) -> float:
-        if step == 3:
-            raise KeyboardInterrupt
-        return real_lr_at(config, step)
-
-    monkeypatch.setattr(loop, "lr_at", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_at(monkeypatch, 3):
         trained(tmp_path / "stopped")
-    monkeypatch.setattr(loop, "lr_at", real_lr_at)
     assert torch.load(tmp_path / "stopped" / "stage1.ckpt", weights_only=False)["step"] == 2
     resumed = trained(tmp_path / "stopped")
     for key, value in straight.items():
