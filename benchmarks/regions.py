@@ -25,6 +25,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from benchmarks.latent_bits import MIN_MARGIN, object_positions
 from device_client.head import HeadRunner
 from shared.codecs import Regions
@@ -111,11 +114,9 @@ def sweep(bundle: Path, data: Path, frames: int, widths: list[float] | None,
     return rows
 
 
-def cap_threshold(scores: Any, share: float) -> float:
+def cap_threshold(scores: npt.NDArray[np.float32], share: float) -> float:
     """The score of the cell ranked ceil(share × cells): at most that many cells reach it
     (ties aside)."""
-    import numpy as np
-
     ranked = np.sort(scores.ravel())[::-1]
     return float(ranked[max(1, int(np.ceil(share * ranked.size))) - 1])
 

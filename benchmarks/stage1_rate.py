@@ -5,11 +5,11 @@ training batches for every checkpoint, with the λs it ended at.
     python -m benchmarks.stage1_rate --checkpoint out/runs/demo-shapes/student/stage1.ckpt \
         [--config configs/demo-shapes/student.yaml] [--set KEY=VALUE ...] [--batches 10]
 
-Why it exists: a fixed rate weight buys whatever rate the teacher and the run's noise make
-optimal (two runs of one recipe: 950 and ~795 B at width 1.0), and `student.rate_target` steers
-stage 1 to a rate; this prices what a run reached, the same way for any run, before the hour of
-stages after it. `--set` takes the run's overrides (the teacher it distilled, if not the
-config's). Prints one line per width; `--json` writes them.
+Why it exists: a fixed rate weight buys whatever rate the teacher it distils makes optimal (a
+fresh run of the demo recipe: 950 B at width 1.0 here, where v9's rate prices at ~795), and
+`student.rate_target` steers stage 1 to a rate; this prices what a run reached, the same way
+for any run, before the hour of stages after it. `--set` takes the run's overrides (the teacher
+it distilled, if not the config's). Prints one line per width; `--json` writes them.
 """
 
 from __future__ import annotations

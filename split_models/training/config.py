@@ -212,23 +212,21 @@ class StudentTraining:
                 f"{len(self.split.widths)} widths {self.split.widths}"
             )
 
+    def _at(self, value: float | tuple[float, ...], width: float) -> float:
+        """`width`'s entry of an option given once for every width or once per width."""
+        return value[self.split.widths.index(width)] if isinstance(value, tuple) else value
+
     def rate_target_at(self, width: float) -> float | None:
         """The bytes per frame `width`'s stage-1 rate is steered to, or None (a fixed λ)."""
-        if isinstance(self.rate_target, tuple):
-            return self.rate_target[self.split.widths.index(width)]
-        return self.rate_target
+        return None if self.rate_target is None else self._at(self.rate_target, width)
 
     def lambda_at(self, width: float) -> float:
         """The rate weight of `width`."""
-        if isinstance(self.rate_lambda, tuple):
-            return self.rate_lambda[self.split.widths.index(width)]
-        return self.rate_lambda
+        return self._at(self.rate_lambda, width)
 
     def regions_recall_at(self, width: float) -> float:
         """The share of the objects' cells `width`'s regions threshold keeps on validation."""
-        if isinstance(self.regions_recall, tuple):
-            return self.regions_recall[self.split.widths.index(width)]
-        return self.regions_recall
+        return self._at(self.regions_recall, width)
 
 
 @dataclass(frozen=True, config=_STRICT)
