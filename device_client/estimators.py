@@ -92,19 +92,23 @@ class LinkEstimator:
         self._fast = self._slow = self.initial_mbit
 
     # -- observations ------------------------------------------------------------------------------
-    def observe_transfer(self, nbytes: int, network_ms: float) -> None:
-        """A reply came: `network_ms` = uplink round trip − the server's own time."""
+    def observe_transfer(self, nbytes: int, network_ms: float, queued: bool = False) -> None:
+        """A reply came: `network_ms` = uplink round trip − the server's own time. `queued`: the
+        frame was sent behind this device's own large transfer, so a small frame's round trip
+        is not the link's (Karn's rule); it still bounds the rate from below."""
         with self._lock:
             network_ms = max(network_ms, 0.01)
             base = self._base_rtt_ms
             transfer_ms = network_ms - (base or 0.0)
             # Below a millisecond or a fifth of the RTT floor, jitter is the larger part.
             if nbytes < self.min_rate_bytes or base is None or transfer_ms < max(1.0, 0.2 * base):
-                self._rtt.add(network_ms)
-                # The floor: the least round trip seen, allowed to creep up if the path changed.
-                self._base_rtt_ms = (
-                    network_ms if base is None else min(network_ms, base + 0.02 * transfer_ms)
-                )
+                if not queued:
+                    self._rtt.add(network_ms)
+                    # The floor: the least round trip seen, allowed to creep up if the path
+                    # changed.
+                    self._base_rtt_ms = (
+                        network_ms if base is None else min(network_ms, base + 0.02 * transfer_ms)
+                    )
                 # Still a lower bound on the rate: these bytes did cross in that time. It lifts
                 # an estimate that an outage pushed below what the link now plainly carries.
                 floor = nbytes * 8 / (network_ms * 1e3)
@@ -115,13 +119,15 @@ class LinkEstimator:
                 return
             self._rate_sample(nbytes * 8 / (transfer_ms * 1e3), transfer_ms / 1e3)
 
-    def observe_timeout(self, nbytes: int, waited_ms: float) -> None:
+    def observe_timeout(self, nbytes: int, waited_ms: float, queued: bool = False) -> None:
         """No reply within `waited_ms`. A large frame: the link carried less than its bytes in
         that time. A small one says less (the edge or this device may have been the slow part):
-        its round trip was at least that long, which is how an outage shows on split frames."""
+        its round trip was at least that long, which is how an outage shows on split frames —
+        unless it was `queued` behind this device's own large transfer, whose fate says it."""
         with self._lock:
             if nbytes < self.min_rate_bytes:
-                self._rtt.add(waited_ms)
+                if not queued:
+                    self._rtt.add(waited_ms)
                 return
             transfer_ms = waited_ms - (self._base_rtt_ms or 0.0)
             if transfer_ms <= 0:

@@ -29,7 +29,9 @@ remote plan is ruled out by the link alone, one frame now and then takes that br
 (`LinkEstimator.probe_due`: at most `probe_budget` of the link's capacity). The probe is a real
 frame with a real result, not padding. On `local` nothing is sent, so the round trip and the
 edge's load that an outage or a busy edge drove up would never be measured again: there a remote
-plan ruled out by the network or the edge at all is probed, the cheapest first.
+plan ruled out by the network or the edge at all is probed, the cheapest first. A small frame
+sent while a probe (or any large frame of this device) is still unanswered waited behind it on
+the uplink: its round trip is not the link's, and the estimate skips it (Karn's rule).
 
 Never imports torch.
 """
@@ -52,6 +54,7 @@ from shared.errors import ConfigError
 
 REMOTE_KINDS = ("split", "jpeg", "webp")
 REQUEST_OVERHEAD_BYTES = 120  # ids, sizes, times and gRPC framing around the payload
+BEHIND_LIMIT = 1024  # frame ids remembered as sent behind a large frame
 SPREAD = 2.0  # deviations above the mean a prediction allows: ≈ the 90th–95th percentile
 
 
@@ -105,6 +108,12 @@ class AdaptivePolicy:
         self._current: Plan | None = None
         self._better_streak = 0
         self._group_left = 0
+        # Karn's rule (TCP ignores the round trip of a retransmitted segment): a small frame
+        # sent while this device's own large transfer (a probe, a JPEG) was unanswered waited
+        # behind it on the uplink, so its round trip measures that transfer, not the link's.
+        # Frame id → when it was sent, for the large frames out; the ids of frames sent behind.
+        self._large_out: dict[int, float] = {}
+        self._behind: set[int] = set()
         self._lock = threading.Lock()
         self.link.probed(clock())  # the probe budget accrues from the start
 
@@ -137,6 +146,7 @@ class AdaptivePolicy:
             probe = self._probe(plan, plans)
             if self.metrics is not None:
                 self.metrics.decisions.labels((probe or plan.branch).id).inc()
+            self._note_send(frame.frame_id, probe or plan.branch)
             if probe is not None:
                 return Choice(
                     probe,
@@ -158,6 +168,9 @@ class AdaptivePolicy:
         t = outcome.timings_ms
         branch = outcome.branch
         with self._lock:
+            self._large_out.pop(outcome.frame_id, None)
+            queued = outcome.frame_id in self._behind
+            self._behind.discard(outcome.frame_id)
             if "preprocess" in t:
                 self.device.overhead.add(t["preprocess"] + t.get("prefilter", 0.0))
             if outcome.kind == "tracked":
@@ -172,11 +185,13 @@ class AdaptivePolicy:
                 server = outcome.server
                 if "uplink" in t:
                     network_ms = t["uplink"] - server.total_ms
-                    self.link.observe_transfer(outcome.bytes_sent, network_ms)
+                    self.link.observe_transfer(outcome.bytes_sent, network_ms, queued=queued)
                 self.edge.observe(branch, server.queue_wait_ms, server.decode_ms + server.tail_ms)
                 self.bytes_seen.setdefault(branch, Ewma(alpha=0.1)).add(outcome.bytes_sent)
             elif outcome.reason == "deadline_missed" and outcome.bytes_sent:
-                self.link.observe_timeout(outcome.bytes_sent, t.get("uplink", self.sla_ms))
+                self.link.observe_timeout(
+                    outcome.bytes_sent, t.get("uplink", self.sla_ms), queued=queued
+                )
             if outcome.kind == "local" and outcome.reason == "policy" and "local" in t:
                 self.device.observe(branch, t["local"], profiled)
             elif "head" in t:  # split: the head is what the bundle profiled
@@ -309,6 +324,24 @@ class AdaptivePolicy:
         return smallest
 
     # -- helpers -----------------------------------------------------------------------------------
+    def _note_send(self, frame_id: int, branch: Branch) -> None:
+        """Mark a remote frame as large (its own transfer teaches the rate) or as sent behind a
+        large one still unanswered (its round trip is ambiguous: `LinkEstimator` skips it)."""
+        if branch.kind not in REMOTE_KINDS:
+            return
+        now = self.clock()
+        # Every frame settles by its deadline; a large frame not heard of long after that must
+        # not make every later round trip ambiguous.
+        horizon = now - max(2.0, 4 * self.sla_ms / 1e3)
+        for stale in [i for i, sent in self._large_out.items() if sent < horizon]:
+            del self._large_out[stale]
+        if self._bytes_mean(branch) >= self.link.min_rate_bytes:
+            self._large_out[frame_id] = now
+        elif self._large_out:
+            if len(self._behind) >= BEHIND_LIMIT:
+                self._behind.clear()  # outcomes never observed (a test harness): start over
+            self._behind.add(frame_id)
+
     def _bytes_mean(self, branch: Branch) -> float:
         seen = self.bytes_seen.get(branch.id)
         if seen is not None and seen.mean is not None:
