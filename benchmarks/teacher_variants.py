@@ -4,7 +4,7 @@ trained in parallel processes (one GPU, or the CPU), each scored on the same fra
     python -m benchmarks.teacher_variants --out out/teacher_variants --budget 360 \
         [--variants base rc50 rc80 am50 rc50am50] [--train 8000] [--steps 5000]
     python -m benchmarks.teacher_variants --out out/tv \
-        --check out/runs/demo-shapes/teacher-det/teacher.pt
+        --check out/runs/demo-shapes/teacher-det/teacher.pt [--teacher tiny_fasterrcnn_ibn]
 
 Frames are rendered in memory (a process pool) with the benchmark's own seeds: the training
 split, the in-distribution and shifted test splits (the same frames as `out/data/.../test.json`),
@@ -59,6 +59,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "f4k": {"frames": 4000},
     "f8k": {"frames": 8000},
     "f24k": {"frames": 24000},
+    # IBN-a (instance + batch norm) in the first 2 / 3 stages: appearance normalized per frame
+    "ibn2": {"model": {"ibn": 2}},
+    "ibn3": {"model": {"ibn": 3}},
 }
 NOT_DATA = ("model", "frames")  # variant keys that are not `Data` options
 
@@ -252,6 +255,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--skip-data", action="store_true")
     parser.add_argument("--check", help="evaluate this teacher.pt on the generated sets, then stop")
+    parser.add_argument("--teacher", default="tiny_fasterrcnn",
+                        help="the registry name --check's teacher.pt was trained as")
     args = parser.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     SHM.mkdir(parents=True, exist_ok=True)
@@ -273,7 +278,7 @@ def main() -> None:
         from split_models.teachers import build_teacher
         from split_models.training.teacher import set_detector_size
 
-        model = build_teacher("tiny_fasterrcnn", args.check, 6)
+        model = build_teacher(args.teacher, args.check, 6)
         set_detector_size(model, 240, 320)
         for name in ("test", "shifted", "shifted_bg", "shifted_fills"):
             print(name, evaluate(model.eval(), name, "cpu", args.eval_frames), flush=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,6 +103,11 @@ TEACHERS: dict[str, TeacherSpec] = {
         ),
         TeacherSpec(
             "tiny_fasterrcnn", "detection", _tiny(tiny_fasterrcnn, 4), None,
+            "backbone.body", "layer1",
+        ),
+        # the same with IBN-a in its first two stages (appearance normalized per frame)
+        TeacherSpec(
+            "tiny_fasterrcnn_ibn", "detection", _tiny(partial(tiny_fasterrcnn, ibn=2), 4), None,
             "backbone.body", "layer1",
         ),
         TeacherSpec(

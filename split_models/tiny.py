@@ -8,7 +8,8 @@ treats them exactly like the big teachers.
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -30,14 +31,32 @@ def small_fasterrcnn(num_classes: int = 4, min_size: int = 180, max_size: int = 
     return tiny_fasterrcnn(num_classes, min_size, max_size, SMALL_WIDTHS, 16, 64)
 
 
+class InstanceBatchNorm2d(nn.Module):
+    """IBN-a (Pan et al., ECCV 2018): instance norm on the first `share` of the channels, batch
+    norm on the rest. Instance norm removes each frame's own contrast and colour cast from the
+    shallow features, where appearance lives; batch norm keeps what tells classes apart."""
+
+    def __init__(self, channels: int, share: float = 0.5) -> None:
+        super().__init__()
+        self.split = int(channels * share)
+        self.instance = nn.InstanceNorm2d(self.split, affine=True)
+        self.batch = nn.BatchNorm2d(channels - self.split)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = torch.split(x, [self.split, x.shape[1] - self.split], dim=1)
+        return torch.cat([self.instance(a.contiguous()), self.batch(b.contiguous())], dim=1)
+
+
 class TinyResNet(ResNet):  # type: ignore[misc]  # torchvision ships no types
-    """A ResNet-10 with `widths` channels per stage; torchvision's forward and attribute names."""
+    """A ResNet-10 with `widths` channels per stage; torchvision's forward and attribute names.
+    `ibn`: the first that many stages normalize their blocks' first convolution IBN-a style."""
 
     def __init__(
         self,
         num_classes: int = 10,
         widths: tuple[int, int, int, int] = TINY_WIDTHS,
         pool: str = "avg",
+        ibn: int = 0,
     ):
         nn.Module.__init__(self)  # ResNet.__init__ hard-codes 64..512 channels
         self._norm_layer = nn.BatchNorm2d
@@ -55,6 +74,9 @@ class TinyResNet(ResNet):  # type: ignore[misc]  # torchvision ships no types
         self.avgpool = nn.AdaptiveMaxPool2d((1, 1)) if pool == "max" else nn.AdaptiveAvgPool2d(
             (1, 1))
         self.fc = nn.Linear(widths[3], num_classes)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4)[:ibn]:
+            for block in stage:
+                block.bn1 = InstanceBatchNorm2d(block.bn1.num_features)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -67,10 +89,11 @@ def tiny_fasterrcnn(
     widths: tuple[int, int, int, int] = TINY_WIDTHS,
     fpn_channels: int = 32,
     representation: int = 128,
+    ibn: int = 0,
 ) -> FasterRCNN:
     """torchvision's Faster R-CNN on a TinyResNet + narrow FPN; ~0.6 M parameters as defaulted
     (the edge teacher), ~0.15 M at `SMALL_WIDTHS` (the device's own model)."""
-    body = TinyResNet(widths=widths)
+    body = TinyResNet(widths=widths, ibn=ibn)
     del body.avgpool, body.fc  # IntermediateLayerGetter stops at layer4 anyway; keep it lean
     backbone = BackboneWithFPN(
         body,

@@ -64,3 +64,22 @@ def test_every_teacher_splits_and_runs(name: str) -> None:
             assert out["detection"][0]["boxes"].shape[1] == 4
         else:
             assert out["classification"].shape[0] == 1
+
+
+def test_instance_batch_norm_drops_a_frames_own_contrast_from_half_the_channels() -> None:
+    """IBN-a: the instance half answers the same to a frame at another contrast and brightness
+    (per frame, per channel); the batch half, in eval mode, does not (its statistics are the
+    training set's)."""
+    from split_models.tiny import InstanceBatchNorm2d
+
+    torch.manual_seed(0)
+    norm = InstanceBatchNorm2d(8).eval()
+    norm.batch.running_mean.uniform_(-1, 1)
+    x = torch.randn(2, 8, 6, 7)
+    shifted = 3.0 * x + 0.5  # another exposure of the same frames
+    plain, other = norm(x), norm(shifted)
+    assert torch.allclose(plain[:, :4], other[:, :4], atol=1e-4)
+    assert not torch.allclose(plain[:, 4:], other[:, 4:], atol=1e-2)
+    ibn = build_teacher("tiny_fasterrcnn_ibn")
+    stages = [name for name, m in ibn.named_modules() if isinstance(m, InstanceBatchNorm2d)]
+    assert stages == ["backbone.body.layer1.0.bn1", "backbone.body.layer2.0.bn1"]
