@@ -33,24 +33,33 @@ def runtime(demo: Demo) -> TailRuntime:
 def assert_same_detections(
     expected: dict[str, torch.Tensor], actual: TailResult, cap: int = DETECTIONS_PER_IMAGE
 ) -> None:
-    """Boxes matched one-to-one at IoU ≥ 0.99 with the same label, scores within 1e-3. When the
-    list is full, boxes scoring within 1e-3 of the cut are interchangeable and left out."""
-    boxes = torch.tensor([d.box for d in actual.detections]).reshape(-1, 4)
-    scores = torch.tensor([d.score for d in actual.detections])
-    labels = torch.tensor([d.label_id for d in actual.detections])
-    assert len(actual.detections) == len(expected["boxes"]) > 0
-    if len(scores) == cap:
-        cut = min(float(scores.min()), float(expected["scores"].min())) + 1e-3
-        keep, keep_expected = scores > cut, expected["scores"] > cut
-        assert int(keep.sum()) == int(keep_expected.sum()) > cap // 2
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        expected = {k: v[keep_expected] for k, v in expected.items()}
-    iou = box_iou(expected["boxes"], boxes)
-    iou[expected["labels"][:, None] != labels[None, :]] = 0
-    match = iou.argmax(dim=1)
-    assert len(set(match.tolist())) == len(match), "matching is not one-to-one"
-    assert iou.max(dim=1).values.min() >= 0.99
-    np.testing.assert_allclose(scores[match], expected["scores"], atol=1e-3)
+    """Every box of either side is on the other side: same label, IoU ≥ 0.99, score within
+    1e-3. Two things float summation order may change are excused, and nothing else:
+    - NMS between tied twins: a uniform patch of the frame gives shifted copies of one box the
+      same score (within 1e-3), and which copy NMS keeps may differ. An unmatched box passes when
+      the other side has a box of its label and score overlapping it (IoU ≥ 0.3) that is
+      unmatched too (the twin it kept instead) — at most a fifth of the list.
+    - When the list is full, boxes within 1e-3 of the cut, which are interchangeable."""
+    theirs = _as_expected(actual)
+    assert len(theirs["boxes"]) == len(expected["boxes"]) > 0
+    cut = -1.0
+    if len(theirs["boxes"]) == cap:
+        cut = min(float(theirs["scores"].min()), float(expected["scores"].min())) + 1e-3
+
+    def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], iou: float) -> torch.Tensor:
+        close = (a["scores"][:, None] - b["scores"][None, :]).abs() <= 1e-3
+        kin = a["labels"][:, None] == b["labels"][None, :]
+        return (box_iou(a["boxes"], b["boxes"]) >= iou) & close & kin
+
+    def lost(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
+        return ~same(a, b, 0.99).any(dim=1) & (a["scores"] > cut)
+
+    ours_lost, theirs_lost = lost(expected, theirs), lost(theirs, expected)
+    twins = same(expected, theirs, 0.3) & ours_lost[:, None] & theirs_lost[None, :]
+    assert not (ours_lost & ~twins.any(dim=1)).any(), (expected, theirs)
+    assert not (theirs_lost & ~twins.any(dim=0)).any(), (expected, theirs)
+    assert int(ours_lost.sum()) + int(theirs_lost.sum()) <= 2 * (cap // 5)
+    assert int((expected["scores"] > cut).sum()) > min(cap, len(expected["scores"])) // 2
 
 
 @pytest.mark.parametrize("shape", SHAPES)
