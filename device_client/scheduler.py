@@ -30,8 +30,8 @@ remote plan is ruled out by the link alone, one frame now and then takes that br
 frame with a real result, not padding. On `local` nothing is sent, so the round trip and the
 edge's load that an outage or a busy edge drove up would never be measured again: there a remote
 plan ruled out by the network or the edge at all is probed, the cheapest first. A small frame
-sent while a probe (or any large frame of this device) is still unanswered waited behind it on
-the uplink: its round trip is not the link's, and the estimate skips it (Karn's rule).
+sent while a probe is still unanswered waited behind it on the uplink: its round trip is the
+probe's, not the link's, and the estimate skips it (Karn's rule).
 
 Never imports torch.
 """
@@ -54,7 +54,7 @@ from shared.errors import ConfigError
 
 REMOTE_KINDS = ("split", "jpeg", "webp")
 REQUEST_OVERHEAD_BYTES = 120  # ids, sizes, times and gRPC framing around the payload
-BEHIND_LIMIT = 1024  # frame ids remembered as sent behind a large frame
+BEHIND_LIMIT = 1024  # frame ids remembered as sent behind a probe
 SPREAD = 2.0  # deviations above the mean a prediction allows: ≈ the 90th–95th percentile
 
 
@@ -109,10 +109,11 @@ class AdaptivePolicy:
         self._better_streak = 0
         self._group_left = 0
         # Karn's rule (TCP ignores the round trip of a retransmitted segment): a small frame
-        # sent while this device's own large transfer (a probe, a JPEG) was unanswered waited
-        # behind it on the uplink, so its round trip measures that transfer, not the link's.
-        # Frame id → when it was sent, for the large frames out; the ids of frames sent behind.
-        self._large_out: dict[int, float] = {}
+        # sent while a probe was unanswered waited behind it on the uplink, so its round trip
+        # measures the probe, which no plan repeats, not the link. (Frames queued behind the
+        # plan's own large frames do count: such a backlog is the link failing the plan.)
+        # Probe frame id → when it was sent; the ids of frames sent behind one.
+        self._probes_out: dict[int, float] = {}
         self._behind: set[int] = set()
         self._lock = threading.Lock()
         self.link.probed(clock())  # the probe budget accrues from the start
@@ -146,7 +147,7 @@ class AdaptivePolicy:
             probe = self._probe(plan, plans)
             if self.metrics is not None:
                 self.metrics.decisions.labels((probe or plan.branch).id).inc()
-            self._note_send(frame.frame_id, probe or plan.branch)
+            self._note_send(frame.frame_id, probe is not None, probe or plan.branch)
             if probe is not None:
                 return Choice(
                     probe,
@@ -168,7 +169,7 @@ class AdaptivePolicy:
         t = outcome.timings_ms
         branch = outcome.branch
         with self._lock:
-            self._large_out.pop(outcome.frame_id, None)
+            self._probes_out.pop(outcome.frame_id, None)
             queued = outcome.frame_id in self._behind
             self._behind.discard(outcome.frame_id)
             if "preprocess" in t:
@@ -324,20 +325,20 @@ class AdaptivePolicy:
         return smallest
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _note_send(self, frame_id: int, branch: Branch) -> None:
-        """Mark a remote frame as large (its own transfer teaches the rate) or as sent behind a
-        large one still unanswered (its round trip is ambiguous: `LinkEstimator` skips it)."""
+    def _note_send(self, frame_id: int, probe: bool, branch: Branch) -> None:
+        """Mark a remote frame as a probe out, or as a small frame sent behind a probe still
+        unanswered (its round trip is ambiguous: `LinkEstimator` skips it)."""
         if branch.kind not in REMOTE_KINDS:
             return
         now = self.clock()
-        # Every frame settles by its deadline; a large frame not heard of long after that must
-        # not make every later round trip ambiguous.
+        # Every frame settles by its deadline; a probe not heard of long after that must not
+        # make every later round trip ambiguous.
         horizon = now - max(2.0, 4 * self.sla_ms / 1e3)
-        for stale in [i for i, sent in self._large_out.items() if sent < horizon]:
-            del self._large_out[stale]
-        if self._bytes_mean(branch) >= self.link.min_rate_bytes:
-            self._large_out[frame_id] = now
-        elif self._large_out:
+        for stale in [i for i, sent in self._probes_out.items() if sent < horizon]:
+            del self._probes_out[stale]
+        if probe:
+            self._probes_out[frame_id] = now
+        elif self._probes_out and self._bytes_mean(branch) < self.link.min_rate_bytes:
             if len(self._behind) >= BEHIND_LIMIT:
                 self._behind.clear()  # outcomes never observed (a test harness): start over
             self._behind.add(frame_id)
