@@ -94,8 +94,8 @@ class LinkEstimator:
     # -- observations ------------------------------------------------------------------------------
     def observe_transfer(self, nbytes: int, network_ms: float, queued: bool = False) -> None:
         """A reply came: `network_ms` = uplink round trip − the server's own time. `queued`: the
-        frame was sent behind this device's own large transfer, so a small frame's round trip
-        is not the link's (Karn's rule); it still bounds the rate from below."""
+        frame was sent behind this device's probe, so a small frame's round trip is the probe's,
+        not the link's (Karn's rule); it still bounds the rate from below."""
         with self._lock:
             network_ms = max(network_ms, 0.01)
             base = self._base_rtt_ms
@@ -123,7 +123,7 @@ class LinkEstimator:
         """No reply within `waited_ms`. A large frame: the link carried less than its bytes in
         that time. A small one says less (the edge or this device may have been the slow part):
         its round trip was at least that long, which is how an outage shows on split frames —
-        unless it was `queued` behind this device's own large transfer, whose fate says it."""
+        unless it was `queued` behind this device's probe, whose own fate says it."""
         with self._lock:
             if nbytes < self.min_rate_bytes:
                 if not queued:
