@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,39 @@ def object_positions(frame: Frame, shape: tuple[int, int], stride: int,
         mask[max(0, int((y0 - grow_y) // stride)):max(0, int((y1 + grow_y) // stride) + 1),
              max(0, int((x0 - grow_x) // stride)):max(0, int((x1 + grow_x) // stride) + 1)] = True
     return mask
+
+
+@dataclass(frozen=True)
+class HeadPass:
+    """One frame through the device's head at the runner's width: what a region mask is cut from
+    and checked against."""
+
+    frame: Frame
+    latent: npt.NDArray[np.float32]  # (C, H, W)
+    scores: npt.NDArray[np.float32] | None  # the region head's P(object) per cell, if it has one
+    input_size: tuple[int, int]
+    original: tuple[int, int]
+    stride: int  # input pixels per latent position
+    scale: tuple[float, float]  # resized ÷ original, (y, x): the labelled boxes into input pixels
+
+    @classmethod
+    def run(cls, runner: HeadRunner, frame: Frame) -> HeadPass:
+        head_input = runner.preprocess(frame.image)
+        outputs = runner.sessions[runner.width].run(None, {"image": head_input.image})
+        geometry = head_input.geometry
+        latent = outputs[0][0]
+        return cls(frame, latent, outputs[2][0, 0] if runner.regions is not None else None,
+                   geometry.input_size, geometry.original, geometry.padded[0] // latent.shape[1],
+                   (geometry.resized[0] / geometry.original[0],
+                    geometry.resized[1] / geometry.original[1]))
+
+    def box_cells(self, grid: tuple[int, ...], cell: int, margin: float = 0.0,
+                  least: float = 0.0) -> npt.NDArray[np.bool_]:
+        """(rows, cols) True where a cell of `cell` latent positions overlaps a labelled box
+        (grown by `margin` of its size, at least `least` px)."""
+        rows, cols = grid
+        return object_positions(self.frame, (rows, cols), cell * self.stride, self.scale, margin,
+                                least)
 
 
 def bits_by_region(bundle: Path, data: Path, frames: int) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.latent_bits import object_positions
+from benchmarks.latent_bits import HeadPass
 from benchmarks.style_shift import PROBE_SALT, probes
 from device_client.head import HeadRunner
 from device_client.scenes import styles
@@ -69,22 +69,16 @@ def measure(runner: HeadRunner, scenes: list[Scene], threshold: float | None = N
     for scene in scenes:
         corners = np.array([[x, y, x + w, y + h] for x, y, w, h in (o.box for o in scene.objects)],
                            np.float32).reshape(-1, 4)
-        frame = Frame(scene.image, corners, np.zeros(len(corners), np.int64), 0, True)
-        head_input = runner.preprocess(scene.image)
-        outputs = runner.sessions[runner.width].run(None, {"image": head_input.image})
-        latent = outputs[0][0]
-        regions = Regions(outputs[2][0, 0] >= cut, runner.regions.cell)
-        geometry = head_input.geometry
-        stride = geometry.padded[0] // latent.shape[1]  # input pixels per latent position
-        scale = (geometry.resized[0] / geometry.original[0],
-                 geometry.resized[1] / geometry.original[1])
-        target = object_positions(frame, regions.cells.shape, runner.regions.cell * stride,
-                                  scale, 0.0, 0.0)
+        head = HeadPass.run(runner, Frame(scene.image, corners, np.zeros(len(corners), np.int64),
+                                          0, True))
+        assert head.scores is not None
+        regions = Regions(head.scores >= cut, runner.regions.cell)
+        target = head.box_cells(regions.cells.shape, runner.regions.cell)
         kept += float(regions.cells.mean())
         boxes += float(target.mean())
         found += int((regions.cells & target).sum())
         targets += int(target.sum())
-        payload += runner.codec.encode(latent, regions).nbytes
+        payload += runner.codec.encode(head.latent, regions).nbytes
     count = max(1, len(scenes))
     return RegionRow(kept / count, boxes / count, found / targets if targets else None,
                      payload / count)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.latent_bits import MIN_MARGIN, object_positions
+from benchmarks.latent_bits import MIN_MARGIN, HeadPass
 from device_client.head import HeadRunner
 from shared.codecs import Regions
 from split_models.data.coco import CocoFrames
@@ -52,11 +52,7 @@ def sweep(bundle: Path, data: Path, frames: int, widths: list[float] | None,
     rows = []
     for width in widths or list(runner.widths):
         runner.set_width(width)
-        heads = []
-        for frame in chosen:
-            head_input = runner.preprocess(frame.image)
-            outputs = runner.sessions[runner.width].run(None, {"image": head_input.image})
-            heads.append((frame, head_input.geometry, outputs))
+        heads = [HeadPass.run(runner, frame) for frame in chosen]
         settings: list[tuple[str, float | None]] = [("all positions", None)]
         if runner.regions is not None:
             settings.append(("region head", runner.region_thresholds[runner.width]))
@@ -67,39 +63,33 @@ def sweep(bundle: Path, data: Path, frames: int, widths: list[float] | None,
         for mode, value in settings:
             latents, inputs, originals, payload, kept = [], [], [], 0, 0.0
             found_cells, target_cells = 0, 0
-            for frame, geometry, outputs in heads:
-                latent = outputs[0][0]
-                height, width_ = latent.shape[1:]
-                grid = (-(-height // ORACLE_CELL), -(-width_ // ORACLE_CELL))
-                stride = geometry.padded[0] // height  # input pixels per latent position
-                scale = (geometry.resized[0] / geometry.original[0],
-                         geometry.resized[1] / geometry.original[1])
+            for head in heads:
+                height, width_ = head.latent.shape[1:]
                 regions = None
                 if mode in ("region head", "capped"):
-                    assert runner.regions is not None and value is not None
-                    scores = outputs[2][0, 0]
+                    assert runner.regions is not None and head.scores is not None
+                    assert value is not None
                     threshold = value if mode == "region head" else \
                         runner.region_thresholds[runner.width]
-                    keep = scores >= threshold
+                    keep = head.scores >= threshold
                     if mode == "capped":
-                        keep &= scores >= cap_threshold(scores, value)
+                        keep &= head.scores >= cap_threshold(head.scores, value)
                     regions = Regions(keep, runner.regions.cell)
-                    grid_rows, grid_cols = regions.cells.shape
-                    target = object_positions(frame, (grid_rows, grid_cols),
-                                              runner.regions.cell * stride, scale, 0.0, 0.0)
+                    target = head.box_cells(regions.cells.shape, runner.regions.cell)
                     found_cells += int((regions.cells & target).sum())
                     target_cells += int(target.sum())
                 elif mode == "labelled boxes":
                     assert value is not None
+                    grid = (-(-height // ORACLE_CELL), -(-width_ // ORACLE_CELL))
                     least = MIN_MARGIN if value > 0 else 0.0
-                    regions = Regions(object_positions(frame, grid, ORACLE_CELL * stride, scale,
-                                                       value, least), ORACLE_CELL)
-                coded = runner.codec.encode(latent, regions)
+                    regions = Regions(head.box_cells(grid, ORACLE_CELL, value, least),
+                                      ORACLE_CELL)
+                coded = runner.codec.encode(head.latent, regions)
                 payload += coded.nbytes
                 kept += 1.0 if regions is None else float(regions.cells.mean())
                 latents.append(runner.codec.decode(coded))
-                inputs.append(geometry.input_size)
-                originals.append(geometry.original)
+                inputs.append(head.input_size)
+                originals.append(head.original)
             found, found50, _, false = scorer.score(
                 runtime.run_latents(latents, inputs, originals))
             recall = found_cells / target_cells if target_cells else None

@@ -49,7 +49,9 @@ PROBE_SALT = 77  # every probe draws frame i from seeds (0, PROBE_SALT, i)
 
 
 def evaluate(detector: torch.nn.Module, config: SceneConfig, frames: int) -> dict[str, Any]:
-    images, truth, found = [], [], []
+    images: list[dict[str, Any]] = []
+    truth: list[dict[str, Any]] = []
+    found: list[dict[str, Any]] = []
     false_on_empty, empty = 0, 0
     for index in range(frames):
         scene = render_scene(np.random.default_rng([0, PROBE_SALT, index]), config)

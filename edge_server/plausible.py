@@ -26,7 +26,7 @@ from shared.bundle.manifest import (
     Manifest,
     MinMaxSideResize,
 )
-from shared.codecs import CodecId, Regions
+from shared.codecs import CodecId, kept_positions
 from shared.errors import CodecError, InvalidRequest
 
 Size = tuple[int, int]  # (height, width)
@@ -89,13 +89,13 @@ class LatentPlausibility:
         if len(strings) == 3:  # only the regions' positions are coded: the floor is theirs
             assert regions is not None
             try:
-                coded = Regions.from_bytes(strings[2], height, width)
+                coded = kept_positions(strings[2], height, width)  # the decoder's parse, cached
             except CodecError as exc:
                 raise InvalidRequest(f"regions: {exc}") from exc
             if coded.cell != regions.cell:
                 raise InvalidRequest(f"regions of cell {coded.cell}: this bundle's head marks "
                                      f"cells of {regions.cell}")
-            positions = int(coded.positions(height, width).sum())
+            positions = coded.count
         symbols = channels * positions
         words, escapes = strings[:2]
         if len(words) > symbols * _ANS_MAX_BITS_PER_SYMBOL // 8 + _ANS_STATE_BITS // 8:

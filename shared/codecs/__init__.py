@@ -9,7 +9,13 @@ latent2 = codec.decode(payload)       # validated against DecodeLimits first
 from __future__ import annotations
 
 from shared.codecs.base import DEFAULT_LIMITS, Codec, CodecId, DecodeLimits, Payload
-from shared.codecs.factorized import FactorizedAnsCodec, FactorizedTables, Regions
+from shared.codecs.factorized import (
+    FactorizedAnsCodec,
+    FactorizedTables,
+    KeptPositions,
+    Regions,
+    kept_positions,
+)
 from shared.codecs.image import DEFAULT_QUALITY, ImageCodec, decode_image
 from shared.codecs.quantized import Fp16ZstdCodec, Uint8ZstdCodec
 from shared.codecs.registry import (
@@ -37,10 +43,12 @@ __all__ = [
     "FactorizedTables",
     "Fp16ZstdCodec",
     "ImageCodec",
+    "KeptPositions",
     "Payload",
     "Regions",
     "Uint8ZstdCodec",
     "codec_spec",
     "decode_image",
+    "kept_positions",
     "make_codec",
 ]

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,32 @@ class Regions:
         return cls(bits[:count].astype(bool).reshape(rows, cols), cell)
 
 
+@dataclass(frozen=True)
+class KeptPositions:
+    """A regions string, parsed: its cell size, the (H·W,) row-major mask of the latent positions
+    it keeps (read-only) and their count."""
+
+    cell: int
+    mask: npt.NDArray[np.bool_]
+    count: int
+
+
+def kept_positions(data: bytes, height: int, width: int) -> KeptPositions:
+    """`Regions.from_bytes(data, height, width)`'s positions, parsed once per distinct string:
+    the edge checks a payload's plausibility and then decodes it, and both need the mask; a
+    scene that holds still repeats its string frame after frame. CodecError as `from_bytes`
+    (a malformed string is never cached)."""
+    return _kept_positions(bytes(data), height, width)
+
+
+@lru_cache(maxsize=64)
+def _kept_positions(data: bytes, height: int, width: int) -> KeptPositions:
+    regions = Regions.from_bytes(data, height, width)
+    mask = regions.positions(height, width)
+    mask.flags.writeable = False  # shared by every caller of the cache
+    return KeptPositions(regions.cell, mask, int(mask.sum()))
+
+
 @dataclass(frozen=True, eq=False)
 class FactorizedAnsCodec:
     """Quantize around the medians and ANS-code each channel with its own table."""
@@ -278,9 +305,9 @@ class FactorizedAnsCodec:
         self._check_channels(channels)
         if len(words_bytes) % 4:
             raise CodecError("ANS words must be whole 4-byte words; payload truncated?")
-        kept = (Regions.from_bytes(region_bytes[0], height, width).positions(height, width)
-                if with_regions else None)
-        count = height * width if kept is None else int(kept.sum())
+        parsed = kept_positions(region_bytes[0], height, width) if with_regions else None
+        kept = None if parsed is None else parsed.mask
+        count = height * width if parsed is None else parsed.count
         words = np.frombuffer(words_bytes, dtype="<u4").astype(np.uint32)
         if count == 0:
             if words.size:

@@ -18,6 +18,7 @@ from shared.codecs import (
     FactorizedTables,
     Payload,
     Regions,
+    kept_positions,
 )
 from shared.errors import TablesError
 from tests.shared.factories import laplace_tables, trained_looking_latent
@@ -151,3 +152,24 @@ def test_region_tables_that_do_not_fit_the_prior_are_refused() -> None:
             dataclasses.replace(TABLES, region_cdfs={4: bad})
     with pytest.raises(TablesError, match="region CDFs for 9"):
         dataclasses.replace(TABLES, region_cdfs={9: np.zeros((9, good.shape[1]), np.int32)})
+
+
+def test_a_regions_string_is_parsed_once_for_its_check_and_its_decode() -> None:
+    # The edge checks a payload's plausibility, then decodes it: one parse serves both.
+    from shared.codecs.factorized import _kept_positions
+
+    cells = np.random.default_rng(3).random(grid(12, 16, 2)) < 0.5
+    data = Regions(cells, 2).to_bytes()
+    _kept_positions.cache_clear()
+    first = kept_positions(bytearray(data), 12, 16)  # any bytes-like, keyed by content
+    payload = ANS.encode(trained_looking_latent((8, 12, 16), seed=4), Regions(cells, 2))
+    ANS.decode(payload)
+    info = _kept_positions.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    assert first.cell == 2 and first.count == int(first.mask.sum()) == int(
+        Regions(cells, 2).positions(12, 16).sum())
+    with pytest.raises(ValueError, match="read-only"):
+        first.mask[0] = not first.mask[0]  # shared by every caller: nobody may edit it
+    with pytest.raises(CodecError, match="take 7 bytes"):
+        kept_positions(data[:-1], 12, 16)
+    assert _kept_positions.cache_info().currsize == 1  # a malformed string is never kept
