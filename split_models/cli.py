@@ -15,6 +15,7 @@ Training resumes from the run directory's checkpoints by default (`--fresh` star
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                           help="processes drawing frames (the same bytes for any number)")
     generate.add_argument("--styles", choices=("train", "shifted"), default="train",
                           help="shifted: only the held-out style families (the shifted test set)")
+    generate.add_argument("--extra-backgrounds", nargs="+", default=[], metavar="FAMILY",
+                          help="also draw these background families (styles.EXTRA_BACKGROUNDS; "
+                               "off in the recipe)")
     video = kinds.add_parser("video", help="a short clip of moving objects (.npz, + .mp4)")
     video.add_argument("--out", type=Path, required=True, help="file.npz or file.mp4")
     video.add_argument("--seed", type=int, default=1)
@@ -148,6 +152,11 @@ def _dataset(parsed: argparse.Namespace) -> int:
         print(generate_video(parsed.out, parsed.seed, parsed.frames, objects=parsed.objects))
         return 0
     scene = SceneConfig(height=parsed.height, width=parsed.width, styles=parsed.styles)
+    if parsed.extra_backgrounds:
+        from device_client.scenes import styles
+
+        scene = dataclasses.replace(scene, families=styles.with_backgrounds(
+            scene.drawn_families(), parsed.extra_backgrounds))
     counts = {split: count for split in ("train", "val", "test")
               if (count := getattr(parsed, split))}
     with Progress() as progress:

@@ -287,11 +287,49 @@ def _mondrian(rng: Rng, height: int, width: int) -> Canvas:
     return canvas
 
 
+# Wallpaper: one small motif repeated on a lattice teaches that a shape *repeated* is background,
+# whatever the shape. Never a square: the held-out checker family (repeated squares) stays one
+# the detector has not seen, so whether the rule carries over to it is measured, not trained.
+_MOTIFS = ("circle", "triangle", "star", "cross", "arrow", "crescent")
+
+
+def _motifs(rng: Rng, height: int, width: int) -> Canvas:
+    from device_client.scenes.objects import shape_mask  # objects imports this module
+
+    canvas = _flat(rng, height, width) if rng.random() < 0.5 else _gradient(rng, height, width)
+    kind = _MOTIFS[int(rng.integers(len(_MOTIFS)))]
+    spacing = rng.uniform(14, 48)
+    size = max(6, int(spacing * rng.uniform(0.35, 0.8)))
+    # a few turns of the motif, drawn once: all alike, or each motif one of them at random
+    stamps = [shape_mask(kind, size, rng, True) for _ in range(1 if rng.random() < 0.5 else 6)]
+    palette = [colour(rng) for _ in range(int(rng.integers(1, 4)))]
+    angle = rng.uniform(0, np.pi)
+    c, s = np.cos(angle), np.sin(angle)
+    offset_rows = rng.random() < 0.5
+    jitter = rng.uniform(0, 0.15) * spacing
+    reach = int(np.hypot(height, width) / (2 * spacing)) + 2
+    for row in range(-reach, reach + 1):
+        for col in range(-reach, reach + 1):
+            u = col + (0.5 if offset_rows and row % 2 else 0.0)
+            x = int(width / 2 + (u * c - row * s) * spacing + rng.uniform(-jitter, jitter + 1e-6))
+            y = int(height / 2 + (u * s + row * c) * spacing + rng.uniform(-jitter, jitter + 1e-6))
+            x0, y0 = x - size // 2, y - size // 2
+            cx0, cy0 = max(0, x0), max(0, y0)
+            cx1, cy1 = min(width, x0 + size), min(height, y0 + size)
+            if cx0 >= cx1 or cy0 >= cy1:
+                continue
+            stamp = stamps[int(rng.integers(len(stamps)))][cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+            ink = palette[(row + col) % len(palette)]
+            patch = canvas[cy0:cy1, cx0:cx1]
+            canvas[cy0:cy1, cx0:cx1] = patch + (ink - patch) * stamp[:, :, None]
+    return canvas
+
+
 _FAMILIES: dict[str, Callable[[Rng, int, int], Canvas]] = {
     "value_noise": _value_noise_bg, "gradient": _gradient, "sensor_noise": _sensor_noise,
     "clutter": _clutter, "flat": _flat, "stripes": _stripes, "plasma": _plasma,
     "checker": _checker, "cells": _cells, "blobs": _blobs, "bricks": _bricks,
-    "hexagons": _hexagons, "mondrian": _mondrian,
+    "hexagons": _hexagons, "mondrian": _mondrian, "motifs": _motifs,
 }
 
 

@@ -12,6 +12,9 @@ Two disjoint sets, by construction:
 - faces. train: LFW subset identities 0–74, grey, skin or colour tint, surgical masks.
   shifted: identities 75–99, false colour, posterized, inverted, sunglasses.
 
+Opt-in (`EXTRA_BACKGROUNDS`, drawn by neither set unless a training set asks): motifs, one small
+shape repeated on a lattice (never a square, so the checker family stays held out).
+
 Shared by both (they are the camera and the geometry, not a look): object classes and shapes,
 scale (14–150 px), rotation, anti-aliased or hard edges, dark rims, drop shadows, occluders,
 distractor shapes, and every camera effect.
@@ -67,6 +70,22 @@ SHIFTED = Families(
     photos=SHIFTED_PHOTOS,
     faces=slice(FACE_SPLIT, 100),
 )
+
+
+# Background families a training set may add (`splitedge dataset generate --extra-backgrounds`):
+# drawn by neither style set unless asked. motifs: one small shape (never a square) repeated on
+# a lattice, wallpaper-like (style_shift.md, "Tried: wallpaper backgrounds").
+EXTRA_BACKGROUNDS = ("motifs",)
+
+
+def with_backgrounds(fam: Families, extra: Collection[str]) -> Families:
+    """`fam` drawing `extra` background families as well, after its own (a frame's draw is the
+    same as a style set listing them last)."""
+    unknown = set(extra) - set(EXTRA_BACKGROUNDS)
+    if unknown:
+        raise ValueError(f"unknown extra backgrounds {sorted(unknown)}; known: {EXTRA_BACKGROUNDS}")
+    return replace(fam, backgrounds=fam.backgrounds + tuple(b for b in extra
+                                                              if b not in fam.backgrounds))
 
 
 def families(styles: Styles) -> Families:

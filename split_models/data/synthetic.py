@@ -71,7 +71,9 @@ def generate_split(out_dir: Path | str, split: str, count: int, seed: int,
             })
     coco = {
         "info": {"description": f"splitedge shapes benchmark, split {split}, seed {seed}, "
-                                f"styles {config.styles}"},
+                                f"styles {config.styles}"
+                                + (f", backgrounds {', '.join(config.families.backgrounds)}"
+                                   if config.families is not None else "")},
         "images": images, "annotations": annotations, "categories": _coco_categories(),
     }
     path = out / f"{split}.json"

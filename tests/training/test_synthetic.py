@@ -130,7 +130,7 @@ def test_every_style_family_draws(tmp_path: Path) -> None:
 
     rng = np.random.default_rng(0)
     for fam in (styles.families("train"), styles.families("shifted")):
-        for family in fam.backgrounds:
+        for family in fam.backgrounds + styles.EXTRA_BACKGROUNDS:
             canvas = backgrounds.background(rng, family, 48, 64, fam.photos)
             assert canvas.shape == (48, 64, 3) and np.isfinite(canvas).all()
         for fill in fam.fills:
@@ -162,3 +162,28 @@ def test_clutter_text_draws_the_same_pixels_on_opencv_4_and_5(
     assert np.allclose(drawn[-1][inked], (0.9, 0.1, 0.5))
     if opencv_4:
         np.testing.assert_array_equal(drawn[0], drawn[1])
+
+
+def test_extra_backgrounds_are_opt_in_and_keep_the_held_out_families_held_out(
+    tmp_path: Path,
+) -> None:
+    """`--extra-backgrounds motifs`: a training set may add wallpaper backgrounds; neither style
+    set draws them unasked, and they repeat no square (the held-out checker family's tile)."""
+    from device_client.scenes import backgrounds, styles
+    from split_models.data.synthetic import generate_split
+
+    assert not set(styles.EXTRA_BACKGROUNDS) & (set(styles.TRAIN.backgrounds)
+                                               | set(styles.SHIFTED.backgrounds))
+    assert "square" not in backgrounds._MOTIFS
+    plus = styles.with_backgrounds(styles.TRAIN, ["motifs"])
+    assert plus.backgrounds == (*styles.TRAIN.backgrounds, "motifs")
+    assert dataclasses.replace(plus, backgrounds=styles.TRAIN.backgrounds) == styles.TRAIN
+    with pytest.raises(ValueError, match="unknown extra backgrounds"):
+        styles.with_backgrounds(styles.TRAIN, ["checker"])
+    # the same seeds draw other frames: each frame's family draw has one more choice
+    plain = generate_split(tmp_path / "a", "train", 12, seed=0, config=SCENE)
+    extra = generate_split(tmp_path / "b", "train", 12, seed=0, config=dataclasses.replace(
+        SCENE, families=plus))
+    assert "motifs" in json.loads(extra.read_text())["info"]["description"]
+    assert "motifs" not in json.loads(plain.read_text())["info"]["description"]
+    assert _digests(tmp_path / "a") != _digests(tmp_path / "b")
