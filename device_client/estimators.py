@@ -44,6 +44,11 @@ class Ewma:
         self.deviation += a * (abs(value - self.mean) - self.deviation)
         self.mean += a * (value - self.mean)
 
+    def restart(self, value: float) -> None:
+        """Forget the history: `value` is the first sample again (RFC 6298's initial rule)."""
+        self.samples += 1
+        self.mean, self.deviation = value, abs(value) / 2
+
     def upper(self, spread: float = 2.0) -> float | None:
         """mean + spread × deviation: ≈ p90–p95 for spread 2 on the latencies seen here."""
         return None if self.mean is None else self.mean + spread * self.deviation
@@ -83,6 +88,12 @@ class LinkEstimator:
     # TCP's rttvar gain (1/4) for both: a detection may come only every k-th frame, so the
     # round trip must recover from a bad stretch in a few samples.
     _rtt: Ewma = field(default_factory=lambda: Ewma(alpha=0.25))
+    # After this many small frames in a row found no reply, the round trip they pushed up is
+    # the outage's, not the link's: the next reply shorter than it restarts the estimate
+    # (RFC 6298 §5 lets TCP clear srtt/rttvar after repeated backoffs). Otherwise a link that
+    # came back stays ruled out for the many probes an EWMA needs to forget a second-long stall.
+    stale_after_timeouts: int = 3
+    _timeouts_in_row: int = 0
     _base_rtt_ms: float | None = None
     _last_probe: float | None = None
     _last_rate: float = 0.0
@@ -103,7 +114,15 @@ class LinkEstimator:
             # Below a millisecond or a fifth of the RTT floor, jitter is the larger part.
             if nbytes < self.min_rate_bytes or base is None or transfer_ms < max(1.0, 0.2 * base):
                 if not queued:
-                    self._rtt.add(network_ms)
+                    mean = self._rtt.mean
+                    if mean is not None and network_ms < mean:
+                        if self._timeouts_in_row >= self.stale_after_timeouts:
+                            self._rtt.restart(network_ms)
+                        else:
+                            self._rtt.add(network_ms)
+                        self._timeouts_in_row = 0
+                    else:  # as long as the stall's own round trips (a late reply): no news
+                        self._rtt.add(network_ms)
                     # The floor: the least round trip seen, allowed to creep up if the path
                     # changed.
                     self._base_rtt_ms = (
@@ -128,6 +147,7 @@ class LinkEstimator:
             if nbytes < self.min_rate_bytes:
                 if not queued:
                     self._rtt.add(waited_ms)
+                    self._timeouts_in_row += 1
                 return
             transfer_ms = waited_ms - (self._base_rtt_ms or 0.0)
             if transfer_ms <= 0:

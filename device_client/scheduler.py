@@ -31,7 +31,11 @@ frame with a real result, not padding. On `local` nothing is sent, so the round 
 edge's load that an outage or a busy edge drove up would never be measured again: there a remote
 plan ruled out by the network or the edge at all is probed, the cheapest first. A small frame
 sent while a probe is still unanswered waited behind it on the uplink: its round trip is the
-probe's, not the link's, and the estimate skips it (Karn's rule).
+probe's, not the link's, and the estimate skips it (Karn's rule). An outage pushes the round
+trip up with every frame that finds no reply; once several have in a row, the first reply
+shorter than the estimate restarts it (`LinkEstimator.stale_after_timeouts`, as RFC 6298 lets
+TCP clear srtt after repeated backoffs), so one good probe brings the edge back rather than the
+dozen an EWMA needs to forget a stall.
 
 Never imports torch.
 """

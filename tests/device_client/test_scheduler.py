@@ -240,7 +240,42 @@ def test_after_an_outage_on_local_probes_find_the_edge_again(manifest: Manifest)
     assert choices[-1].branch.kind != "local" and not choices[-1].probe, "back on the edge"
     probes = [c for c in choices if c.probe]
     assert probes and probes[0].branch.kind == "split", "the cheapest probe first"
-    assert len(choices) < 150
+    # One fast answer after the stall restarts the round trip (LinkEstimator.
+    # stale_after_timeouts): without it the EWMA took 16 probes, 122 frames, to forget the
+    # stall (the trace harness sat on `local` for 5 s after the link came back).
+    assert len(probes) == 1 and len(choices) < 30
+
+
+def test_a_stall_round_trip_is_restarted_only_by_a_faster_reply() -> None:
+    """The timeouts of a stall push the round trip up; after `stale_after_timeouts` of them in a
+    row the first reply *shorter* than the estimate restarts it. A late reply from the stall,
+    or a reply after only a timeout or two, is averaged in as before."""
+    def stalled(timeouts: int) -> LinkEstimator:
+        link = LinkEstimator(initial_mbit=10.0)
+        for _ in range(20):
+            link.observe_transfer(320, 40.0)
+        for i in range(timeouts):
+            link.observe_timeout(320, 800.0 + 100 * i)
+        return link
+
+    calm = stalled(0).estimate().rtt_ms
+    link = stalled(6)
+    assert link.estimate().rtt_ms > 800
+    link.observe_transfer(320, 1500.0)  # a late reply from the stall: no restart
+    assert link.estimate().rtt_ms > 800
+    link.observe_transfer(320, 50.0)  # the link is back
+    restarted = link.estimate()
+    assert restarted.rtt_mean_ms == 50.0 and restarted.rtt_ms == pytest.approx(100.0)
+    assert calm < restarted.rtt_ms < 2 * calm + 50
+    link.observe_timeout(320, 900.0)  # the count starts over: one timeout is not a stall
+    link.observe_transfer(320, 50.0)
+    assert link.estimate().rtt_mean_ms > 100
+    brief = stalled(2)  # two timeouts in a row: averaged, not restarted
+    brief.observe_transfer(320, 50.0)
+    assert brief.estimate().rtt_mean_ms > 200
+    queued = stalled(6)  # a frame sent behind a probe says nothing of the link (Karn's rule)
+    queued.observe_transfer(320, 50.0, queued=True)
+    assert queued.estimate().rtt_ms > 800
 
 
 def test_decisions_follow_the_estimates(manifest: Manifest) -> None:
