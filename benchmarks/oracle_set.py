@@ -61,8 +61,10 @@ def merge(out: Path, sources: list[tuple[Path, int | None]]) -> dict[str, Any]:
 
 
 def _source(text: str) -> tuple[Path, int | None]:
-    path, _, count = text.rpartition(":") if text.rpartition(":")[2].isdigit() else (text, "", "")
-    return Path(path), int(count) if count else None
+    path, colon, count = text.rpartition(":")
+    if colon and count.isdigit():
+        return Path(path), int(count)
+    return Path(text), None
 
 
 def main() -> None:
