@@ -61,6 +61,10 @@ def main() -> int:
     parser.add_argument("--cpu-quota", type=float, default=0.25, help="device CPU share")
     parser.add_argument("--rtt-ms", type=float, default=20, help="added on the device uplink")
     parser.add_argument("--policies", nargs="*", help="default: adaptive + every static branch")
+    parser.add_argument(
+        "--scheduler", nargs="*", default=[], metavar="KEY=VALUE", type=_setting,
+        help="settings of the adaptive policies' scheduler (pipeline.scheduler), e.g. byte_price=0",
+    )
     args = parser.parse_args()
     problem = _cannot_run()
     if problem:
@@ -92,6 +96,7 @@ def main() -> int:
         "fps": args.fps,
         "sla_ms": args.sla_ms,
         "cpu_quota": args.cpu_quota,
+        "scheduler": dict(args.scheduler),
         "policies": results,
     }
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -233,6 +238,13 @@ def make_clip(folder: Path, frames: int) -> tuple[Path, dict[str, Any]]:
     return folder, truth
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 # -- one run --------------------------------------------------------------------------------------
 def run_device(
     policy: str,
@@ -249,10 +261,11 @@ def run_device(
     pipeline: dict[str, Any] = {"threads": 1, "prefilter": {"enabled": True, "gate": True}}
     if policy == "adaptive":
         pipeline["policy"] = "adaptive"
+        pipeline["scheduler"] = dict(args.scheduler)
     elif policy == "adaptive-remote":
         # local.onnx only as the fallback for frames the edge fails, not as a plan.
         pipeline["policy"] = "adaptive"
-        pipeline["scheduler"] = {"branches": list(args.remote_branches)}
+        pipeline["scheduler"] = {**dict(args.scheduler), "branches": list(args.remote_branches)}
     else:
         pipeline["branch"] = policy
     config = {

@@ -62,8 +62,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # IBN-a (instance + batch norm) in the first 2 / 3 stages: appearance normalized per frame
     "ibn2": {"model": {"ibn": 2}},
     "ibn3": {"model": {"ibn": 3}},
+    # the box head also sees each box's surround, 2x / 3x its size (tiny.ContextRoIPool): can
+    # it learn from the training tilings that a shape repeated around a box is background?
+    "ctx2": {"model": {"context": 2.0}},
+    "ctx3": {"model": {"context": 3.0}},
+    # training frames that also draw these opt-in background families (styles.EXTRA_BACKGROUNDS)
+    "motifs": {"backgrounds": ("motifs",)},
+    "ctx2motifs": {"model": {"context": 2.0}, "backgrounds": ("motifs",)},
 }
-NOT_DATA = ("model", "frames")  # variant keys that are not `Data` options
+NOT_DATA = ("model", "frames", "backgrounds")  # variant keys that are not `Data` options
+
+
+def train_set(variant: str) -> str:
+    """The rendered set a variant trains on: `train`, or one drawing its extra backgrounds."""
+    extra = VARIANTS[variant].get("backgrounds", ())
+    return "_".join(("train", *extra))
 
 
 def _render(job: tuple[int, int, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,8 +118,9 @@ def load(name: str) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
 class Steps:
     """Map-style: item `step` is that step's augmented batch, as train_teacher draws it."""
 
-    def __init__(self, data: object, batch_size: int, frames: int | None = None) -> None:
-        self.data, self.batch_size, self.frames = data, batch_size, frames
+    def __init__(self, data: object, batch_size: int, frames: int | None = None,
+                 source: str = "train") -> None:
+        self.data, self.batch_size, self.frames, self.source = data, batch_size, frames, source
         self.images: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -121,7 +135,7 @@ class Steps:
 
         if self.images is None:
             torch.set_num_threads(1)
-            self.images, self.targets = load("train")
+            self.images, self.targets = load(self.source)
             if self.frames is not None and self.frames > len(self.images):
                 raise ValueError(f"{self.frames} frames asked, {len(self.images)} rendered: "
                                  "raise --train")
@@ -200,7 +214,8 @@ def train(variant: str, args: argparse.Namespace) -> None:
     model.to(device).train()
     optimizer = make_optimizer(optim, [p for p in model.parameters() if p.requires_grad])
     loader = torch.utils.data.DataLoader(
-        Steps(data, optim.batch_size, VARIANTS[variant].get("frames")), batch_size=None,
+        Steps(data, optim.batch_size, VARIANTS[variant].get("frames"), train_set(variant)),
+        batch_size=None,
         num_workers=args.workers, prefetch_factor=8, persistent_workers=True, sampler=range(10**7))
     started = time.time()
     total = optim.steps
@@ -266,7 +281,12 @@ def main() -> None:
 
         found = probes()
         with mp.get_context("fork").Pool(args.pool) as pool:
-            generate("train", 1, args.train, SceneConfig(), pool)
+            from device_client.scenes import styles
+
+            for name in sorted({train_set(v) for v in args.variants} | {"train"}):
+                extra = name.split("_")[1:]
+                families = styles.with_backgrounds(styles.TRAIN, extra) if extra else None
+                generate(name, 1, args.train, SceneConfig(families=families), pool)
             generate("test", 3, args.eval_frames, SceneConfig(), pool)
             generate("shifted", 1003, args.eval_frames, SceneConfig(styles="shifted"), pool)
             # the part-wise probes, on style_shift's own seeds

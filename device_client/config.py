@@ -214,6 +214,11 @@ class SchedulerConfig(_Section):
     min_gain: float = Field(
         default=0.005, ge=0, description="accuracy a better plan must add to be worth a switch"
     )
+    byte_price: float = Field(
+        default=0.003,
+        ge=0,
+        description="accuracy a plan gives up per KB it sends per frame (0: bytes are free)",
+    )
     initial_mbit: float = Field(default=2.0, gt=0, description="link estimate before any sample")
     safety: float = Field(default=0.9, gt=0, le=1, description="share of the estimate planned on")
     probe_budget: float = Field(

@@ -18,7 +18,11 @@ Accuracy model: the branch's measured accuracy from the bundle manifest × the s
 kept at interval k (`scheduler.interval_accuracy`, measured offline on annotated clips).
 
 Decision: among the plans whose predicted latency ≤ SLA ÷ margin (1.3, as ApproxDet) and that are
-sustainable, the most accurate (fewer bytes on a tie); if none, the fastest sustainable plan
+sustainable, the one of most value — its accuracy less `byte_price` per KB it sends a frame
+(fewer bytes on a tie). ApproxDet weighs accuracy alone; its branches all run on the device. Here
+a byte is a risk as well as a cost: a link that collapses holds every byte already sent, and the
+frames behind them wait until they drain (a 10 KB JPEG takes 4 s at 20 kbit/s), so a frame's
+bytes must buy accuracy; if none, the fastest sustainable plan
 (if none is sustainable, the fastest at the longest interval). Hysteresis: the current plan is
 kept while it still fits unless a better one has won `switch_up_after` decisions in a row and
 adds at least `min_gain`; a plan that no longer fits is left at once (fall fast, rise slowly).
@@ -68,6 +72,7 @@ class Plan:
     interval: int
     latency_ms: float
     accuracy: float
+    value: float  # accuracy less the price of its bytes: what the decision maximizes
     fits: bool
     sustainable: bool  # its bytes and device time per second fit, whatever its latency
     link_limited: bool  # does not fit, but would at any throughput: a probe may show it does
@@ -256,12 +261,15 @@ class AdaptivePolicy:
                 link_limited = not fits and device_ok and rest <= budget
                 remote_limited = (not fits and device_ok and branch.kind in REMOTE_KINDS
                                   and own_ms <= budget)
+                accuracy = self.accuracy(branch, k)
+                sent_kb = self._bytes_mean(branch) / k / 1e3 if branch.kind in REMOTE_KINDS else 0.0
                 plans.append(
                     Plan(
                         branch,
                         k,
                         latency,
-                        self.accuracy(branch, k),
+                        accuracy,
+                        accuracy - self.config.byte_price * sent_kb,
                         fits,
                         device_ok and link_ok,
                         link_limited,
@@ -274,21 +282,21 @@ class AdaptivePolicy:
     def _decide(self, plans: list[Plan]) -> Plan:
         fitting = [p for p in plans if p.fits]
         if fitting:
-            best = max(fitting, key=lambda p: (p.accuracy, -self._bytes_mean(p.branch)))
+            best = max(fitting, key=lambda p: (p.value, -self._bytes_mean(p.branch)))
         else:
             # Nothing meets the SLA: the fastest plan the device and link can sustain (the most
             # accurate of equally fast ones: sampling does not shorten a frame's latency); if
             # none is sustainable, the fastest with as few detections as the knobs allow.
             sustainable = [p for p in plans if p.sustainable]
             if sustainable:
-                best = min(sustainable, key=lambda p: (p.latency_ms, -p.accuracy))
+                best = min(sustainable, key=lambda p: (p.latency_ms, -p.value))
             else:
                 best = min(plans, key=lambda p: (p.latency_ms, -p.interval))
         current = self._current
         if current is not None:
             now = next(p for p in plans if p.key == current.key)
             if now.fits and best.key != now.key:
-                if best.accuracy <= now.accuracy + self.config.min_gain:
+                if best.value <= now.value + self.config.min_gain:
                     self._better_streak = 0
                     best = now
                 else:
@@ -315,7 +323,7 @@ class AdaptivePolicy:
             for p in plans
             if p.interval == plan.interval
             and (p.link_limited or (silent and p.remote_limited))
-            and p.accuracy > plan.accuracy + self.config.min_gain
+            and p.value > plan.value + self.config.min_gain
         ]
         if not candidates:
             return None

@@ -110,6 +110,11 @@ TEACHERS: dict[str, TeacherSpec] = {
             "tiny_fasterrcnn_ibn", "detection", _tiny(partial(tiny_fasterrcnn, ibn=2), 4), None,
             "backbone.body", "layer1",
         ),
+        # the same whose box head also sees each box's surround, twice its size
+        TeacherSpec(
+            "tiny_fasterrcnn_ctx", "detection", _tiny(partial(tiny_fasterrcnn, context=2.0), 4),
+            None, "backbone.body", "layer1",
+        ),
         TeacherSpec(
             "small_fasterrcnn", "detection", _tiny(small_fasterrcnn, 4), None,
             "backbone.body", "layer1",

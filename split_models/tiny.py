@@ -15,6 +15,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.ops import MultiScaleRoIAlign
 
 TINY_WIDTHS = (16, 32, 64, 128)
 SMALL_WIDTHS = (8, 16, 32, 64)
@@ -82,6 +83,31 @@ class TinyResNet(ResNet):  # type: ignore[misc]  # torchvision ships no types
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 
+class ContextRoIPool(MultiScaleRoIAlign):  # type: ignore[misc]  # FasterRCNN checks the type
+    """RoI features of each box beside those of the box enlarged `scale` times about its centre
+    (clipped to the frame), concatenated by channel. A box head that sees only the inside of a
+    box cannot tell a square object from one tile of a checkerboard; with the surround it can
+    learn that a shape repeated around it is background (multi-region features, Gidaris and
+    Komodakis, ICCV 2015)."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__(["0", "1", "2", "3"], 7, 2)  # FasterRCNN's own default pool
+        self.scale = scale
+
+    def forward(self, features: dict[str, Tensor], proposals: list[Tensor],
+                image_shapes: list[tuple[int, int]]) -> Tensor:
+        inner = super().forward(features, proposals, image_shapes)
+        outer = super().forward(features, [self.enlarge(b, shape) for b, shape
+                                     in zip(proposals, image_shapes, strict=True)], image_shapes)
+        return torch.cat([inner, outer], dim=1)
+
+    def enlarge(self, boxes: Tensor, shape: tuple[int, int]) -> Tensor:
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+        half = (boxes[:, 2:] - boxes[:, :2]) * (self.scale / 2)
+        size = boxes.new_tensor([shape[1], shape[0]])
+        return torch.cat([(centre - half).clamp(min=0), torch.minimum(centre + half, size)], 1)
+
+
 def tiny_fasterrcnn(
     num_classes: int = 4,
     min_size: int = 320,
@@ -90,9 +116,11 @@ def tiny_fasterrcnn(
     fpn_channels: int = 32,
     representation: int = 128,
     ibn: int = 0,
+    context: float = 0.0,
 ) -> FasterRCNN:
     """torchvision's Faster R-CNN on a TinyResNet + narrow FPN; ~0.6 M parameters as defaulted
-    (the edge teacher), ~0.15 M at `SMALL_WIDTHS` (the device's own model)."""
+    (the edge teacher), ~0.15 M at `SMALL_WIDTHS` (the device's own model). `context` > 0: the
+    box head also sees each box's surround, that many times its size (`ContextRoIPool`)."""
     body = TinyResNet(widths=widths, ibn=ibn)
     del body.avgpool, body.fc  # IntermediateLayerGetter stops at layer4 anyway; keep it lean
     backbone = BackboneWithFPN(
@@ -104,6 +132,7 @@ def tiny_fasterrcnn(
     anchors = AnchorGenerator(
         sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5
     )
+    regions = 2 if context else 1
     return FasterRCNN(
         backbone,
         num_classes=None,
@@ -112,7 +141,8 @@ def tiny_fasterrcnn(
         rpn_anchor_generator=anchors,
         rpn_pre_nms_top_n_test=200,
         rpn_post_nms_top_n_test=100,
-        box_head=TwoMLPHead(fpn_channels * 7 * 7, representation),
+        box_roi_pool=ContextRoIPool(context) if context else None,
+        box_head=TwoMLPHead(regions * fpn_channels * 7 * 7, representation),
         box_predictor=FastRCNNPredictor(representation, num_classes),
         box_detections_per_img=50,
     )

@@ -297,6 +297,22 @@ def test_decisions_follow_the_estimates(manifest: Manifest) -> None:
     assert choice.interval > 1
 
 
+def test_bytes_must_buy_accuracy(manifest: Manifest) -> None:
+    """On a fast link a JPEG one point more accurate than the split, at 40× its bytes, is not
+    worth them at the default byte price; ten points are; with bytes free, one point is."""
+
+    def pick(jpeg_accuracy: float, **config: Any) -> str:
+        jpeg = JPEG.model_copy(update={"accuracy": jpeg_accuracy})
+        policy = AdaptivePolicy(manifest_with(manifest, SPLIT, jpeg, LOCAL),
+                                SchedulerConfig(switch_up_after=1, **config), sla_ms=300, fps=15)
+        feed_link(policy, mbit=20)
+        return policy.choose(frame(0)).branch.id
+
+    assert pick(0.44) == "split-w100"
+    assert pick(0.54) == "jpeg-q90"
+    assert pick(0.44, byte_price=0.0) == "jpeg-q90"
+
+
 def test_hysteresis_holds_a_plan_that_still_fits(manifest: Manifest) -> None:
     policy = AdaptivePolicy(manifest, SchedulerConfig(switch_up_after=5), sla_ms=300, fps=15)
     feed_link(policy, mbit=0.3)
@@ -372,7 +388,9 @@ def test_link_drop_mid_clip_leaves_jpeg_for_plans_within_the_sla(demo_edge: Edge
     edge_config = EdgeConfig(target=f"127.0.0.1:{demo_edge.grpc_port}", sla_ms=sla_ms, window=4)
     link = SimulatedLink(GrpcUplink(edge_config, None), mbit=10, rtt_ms=10)
     # The two ends of the trade-off: JPEG (more accurate, 12 KB) and the widest split (300 B).
-    scheduler = SchedulerConfig(branches=("split-w100", "jpeg-q90"), switch_up_after=4)
+    # Bytes are free here: JPEG's two points must win on the fast link, to be left on the slow.
+    scheduler = SchedulerConfig(branches=("split-w100", "jpeg-q90"), switch_up_after=4,
+                                byte_price=0.0)
     policy = AdaptivePolicy(bundle.manifest, scheduler, sla_ms=sla_ms, fps=15)
     sink = ListSink()
     head, local = HeadRunner(bundle, threads=1), LocalRunner(bundle, threads=1)

@@ -83,3 +83,43 @@ def test_instance_batch_norm_drops_a_frames_own_contrast_from_half_the_channels(
     ibn = build_teacher("tiny_fasterrcnn_ibn")
     stages = [name for name, m in ibn.named_modules() if isinstance(m, InstanceBatchNorm2d)]
     assert stages == ["backbone.body.layer1.0.bn1", "backbone.body.layer2.0.bn1"]
+
+
+def test_context_pool_adds_the_surround_of_each_box_clipped_to_the_frame() -> None:
+    """ContextRoIPool: the first channels are the box's own RoI features, the rest those of the
+    box grown about its centre (clipped to the frame); a feature change outside the box but
+    inside its surround moves only the second half."""
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from split_models.tiny import ContextRoIPool
+
+    torch.manual_seed(0)
+    pool, plain = ContextRoIPool(2.0), MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+    shape = [(64, 96)]
+    features = {str(i): torch.randn(1, 4, 64 >> (i + 2), 96 >> (i + 2)) for i in range(4)}
+    boxes = [torch.tensor([[30.0, 20.0, 50.0, 40.0], [0.0, 0.0, 20.0, 10.0]])]
+    assert pool.enlarge(boxes[0], shape[0]).tolist() == [[20.0, 10.0, 60.0, 50.0],
+                                                         [0.0, 0.0, 30.0, 15.0]]
+    out = pool(features, boxes, shape)
+    assert out.shape == (2, 8, 7, 7)
+    assert torch.equal(out[:, :4], plain(features, boxes, shape))
+    grown = [pool.enlarge(boxes[0], shape[0])]
+    assert torch.equal(out[:, 4:], plain(features, grown, shape))
+    # both boxes are small: level "0" (stride 4), where the first box spans cells 7..12 x 5..10
+    # and its surround 5..15 x 2..12; change a cell of the surround only
+    changed = {k: v.clone() for k, v in features.items()}
+    changed["0"][0, :, 3, 14] += 5.0
+    again = pool(changed, boxes, shape)
+    assert torch.equal(again[0, :4], out[0, :4])
+    assert not torch.allclose(again[0, 4:], out[0, 4:])
+
+
+def test_context_teacher_box_head_reads_both_regions() -> None:
+    model = build_teacher("tiny_fasterrcnn_ctx")
+    plain = build_teacher("tiny_fasterrcnn")
+    assert model.roi_heads.box_head.fc6.in_features == 2 * plain.roi_heads.box_head.fc6.in_features
+    model.train()
+    losses = model([torch.rand(3, 120, 160)],
+                   [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([2])}])
+    sum(losses.values()).backward()  # type: ignore[union-attr]
+    assert model.roi_heads.box_head.fc6.weight.grad is not None
