@@ -88,7 +88,7 @@ def run(settings: DeviceSettings) -> int:
     local_ms = local.warm_up() if local is not None else None
     policy = make_policy(bundle.manifest, settings, metrics)
     if isinstance(policy, AdaptivePolicy):
-        policy.calibrate(head_ms, local_ms)
+        policy.calibrate(head_ms, local_ms, head.warm_overhead_ms)
     sink = Fanout([open_sink(c) for c in settings.sinks])
     uplink = GrpcUplink(
         settings.edge,

@@ -105,6 +105,7 @@ class HeadRunner:
         self.gate_session = make_session(bundle.path(manifest.prefilter.file), threads, providers)
         self.codec = FactorizedAnsCodec(FactorizedTables.load(bundle.path(manifest.entropy_file)))
         self.width = max(self.widths)
+        self.warm_overhead_ms: float | None = None  # set by warm_up
         self.regions = manifest.regions if use_regions else None
         # per width: the cells at or above this are coded (the manifest's validator ensures one
         # per head when it codes regions)
@@ -123,8 +124,12 @@ class HeadRunner:
         """Run every graph and the coder: onnxruntime's first call allocates and plans, and a
         first frame that takes ten times the next would mislead the scheduler. Returns each
         width's head + encode ms of a second run, measured on this device as it is loaded now."""
-        image = self.preprocess(np.zeros((height, width, 3), np.uint8), "RGB").image
-        self.prefilter(image)
+        frame = np.zeros((height, width, 3), np.uint8)
+        for _ in range(2):
+            prepared = self.prepare(frame, "RGB", gate=True)
+        # what every frame costs before its branch runs, warm: the scheduler's first estimate
+        self.warm_overhead_ms = sum(prepared.timings_ms.values())
+        image = prepared.head_input.image
         current = self.width
         measured = {}
         for head_width in self.widths:

@@ -127,10 +127,17 @@ class AdaptivePolicy:
         self._lock = threading.Lock()
         self.link.probed(clock())  # the probe budget accrues from the start
 
-    def calibrate(self, head_ms: dict[float, float], local_ms: float | None) -> None:
+    def calibrate(
+        self, head_ms: dict[float, float], local_ms: float | None, overhead_ms: float | None = None
+    ) -> None:
         """Start from costs measured on this device (the runners' warm-up), not the bundle's
-        profile from another machine: the first decisions are then about this device's load."""
+        profile from another machine: the first decisions are then about this device's load.
+        `overhead_ms`: preprocess + prefilter, warm. Without it the first frame's would be the
+        estimate, and a first frame is slow (a cold cache, a CPU quota the warm-up spent): at
+        70 ms × 15 fps no plan looks sustainable until a slow EWMA forgets it."""
         with self._lock:
+            if overhead_ms is not None:
+                self.device.overhead.add(overhead_ms)
             for branch in self.branches:
                 if branch.kind == "split" and branch.width in head_ms:
                     self.device.observe(branch.id, head_ms[branch.width], branch.device_ms)

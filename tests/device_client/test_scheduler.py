@@ -313,6 +313,26 @@ def test_bytes_must_buy_accuracy(manifest: Manifest) -> None:
     assert pick(0.44, byte_price=0.0) == "jpeg-q90"
 
 
+def test_a_slow_first_frame_does_not_make_every_plan_unsustainable(manifest: Manifest) -> None:
+    """The warm-up's preprocess + prefilter time seeds the per-frame overhead: a first frame 35×
+    slower (a cold cache, a spent CPU quota) is then one sample among others, where alone it
+    would leave no plan sustainable at 15 fps: the fastest plan at the longest interval."""
+
+    def first_choice(overhead_ms: float | None) -> tuple[str, int]:
+        policy = AdaptivePolicy(manifest, SchedulerConfig(switch_up_after=1), sla_ms=300, fps=15)
+        policy.calibrate({1.0: 4.0, 0.5: 3.0}, 70.0, overhead_ms)
+        feed_link(policy, mbit=20)
+        policy.observe(Outcome(0, "edge", 0, branch="split-w100", bytes_sent=320,
+                               server=ServerTimings(0, 1, 8, 9, 1),
+                               timings_ms={"preprocess": 1.0, "prefilter": 70.0, "uplink": 20.0,
+                                           "head": 4.0}))
+        choice = policy.choose(frame(1))
+        return choice.branch.id, choice.interval
+
+    assert first_choice(2.0) == ("jpeg-q90", 1)
+    assert first_choice(None) == ("split-w050", 8)
+
+
 def test_hysteresis_holds_a_plan_that_still_fits(manifest: Manifest) -> None:
     policy = AdaptivePolicy(manifest, SchedulerConfig(switch_up_after=5), sla_ms=300, fps=15)
     feed_link(policy, mbit=0.3)
