@@ -181,6 +181,26 @@ def evaluate(model: object, name: str, device: str, frames: int) -> dict[str, ob
             "map50": round(map50, 4), "per_class": per_class}
 
 
+def adapt_batch_norm(model: Any, name: str, frames: int) -> None:
+    """AdaBN (Li et al., 2016): every batch norm's running statistics replaced by those of the
+    backbone's features on `frames` frames of set `name`, no labels used."""
+    import torch
+
+    images, _ = load(name)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative mean over every batch
+        norm.train()
+    with torch.inference_mode():
+        for start in range(0, min(frames, len(images)), 25):
+            batch = [torch.from_numpy(np.array(images[i])).permute(2, 0, 1).float().div(255)
+                     for i in range(start, min(start + 25, frames, len(images)))]
+            model.backbone(model.transform(batch)[0].tensors)
+    for norm in norms:
+        norm.eval()
+
+
 def train(variant: str, args: argparse.Namespace) -> None:
     import torch
     from torch import nn
@@ -270,6 +290,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--skip-data", action="store_true")
     parser.add_argument("--check", help="evaluate this teacher.pt on the generated sets, then stop")
+    parser.add_argument("--adapt-bn", metavar="SET",
+                        help="with --check: batch-norm statistics re-estimated on SET's frames "
+                             "first (AdaBN; test-time adaptation, unlabelled)")
     parser.add_argument("--teacher", default="tiny_fasterrcnn",
                         help="the registry name --check's teacher.pt was trained as")
     args = parser.parse_args()
@@ -300,6 +323,8 @@ def main() -> None:
 
         model = build_teacher(args.teacher, args.check, 6)
         set_detector_size(model, 240, 320)
+        if args.adapt_bn:
+            adapt_batch_norm(model, args.adapt_bn, args.eval_frames)
         for name in ("test", "shifted", "shifted_bg", "shifted_fills"):
             print(name, evaluate(model.eval(), name, "cpu", args.eval_frames), flush=True)
         return
