@@ -1,4 +1,5 @@
-"""The adaptive policy: per frame, the most accurate plan predicted to meet the SLA (ApproxDet).
+"""The adaptive policy: per frame, the plan predicted to meet the SLA that is worth the most: its
+accuracy less the price of its bytes (ApproxDet, with bytes priced).
 
 A plan is a branch of the bundle (a split width, a full-frame image codec, or the local model)
 and a sampling interval k: detect every k-th frame, track the boxes on the frames between.
