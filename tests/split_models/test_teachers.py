@@ -119,7 +119,7 @@ def test_context_teacher_box_head_reads_both_regions() -> None:
     plain = build_teacher("tiny_fasterrcnn")
     assert model.roi_heads.box_head.fc6.in_features == 2 * plain.roi_heads.box_head.fc6.in_features
     model.train()
-    losses = model([torch.rand(3, 120, 160)],
-                   [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([2])}])
+    target = {"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([2])}
+    losses = model([torch.rand(3, 120, 160)], [target])
     sum(losses.values()).backward()  # type: ignore[union-attr]
     assert model.roi_heads.box_head.fc6.weight.grad is not None
