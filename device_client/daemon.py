@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from device_client.bundles import BundleStore
@@ -34,6 +35,7 @@ from device_client.local import LocalRunner
 from device_client.metrics import DeviceMetrics, serve
 from device_client.pipeline import Pipeline
 from device_client.policy import BranchPolicy, FixedBranch
+from device_client.preprocess import Image
 from device_client.scheduler import AdaptivePolicy
 from device_client.sinks import Fanout, open_sink
 from device_client.sources import open_source
@@ -72,6 +74,14 @@ def build_runners(
     return head, local
 
 
+def _sample_frame() -> Image:
+    """A benchmark scene (procedural, the same on every device) to time the image codecs on: an
+    empty frame compresses unlike a camera's."""
+    from device_client.scenes import SceneConfig, render_scene
+
+    return render_scene(np.random.default_rng(0), SceneConfig()).image
+
+
 def run(settings: DeviceSettings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -87,8 +97,6 @@ def run(settings: DeviceSettings) -> int:
     head_ms = head.warm_up()
     local_ms = local.warm_up() if local is not None else None
     policy = make_policy(bundle.manifest, settings, metrics)
-    if isinstance(policy, AdaptivePolicy):
-        policy.calibrate(head_ms, local_ms, head.warm_overhead_ms)
     sink = Fanout([open_sink(c) for c in settings.sinks])
     uplink = GrpcUplink(
         settings.edge,
@@ -108,6 +116,9 @@ def run(settings: DeviceSettings) -> int:
         stream_id=settings.device_id,
         tracker=BoxTracker() if isinstance(policy, AdaptivePolicy) else None,
     )
+    if isinstance(policy, AdaptivePolicy):
+        image_ms = pipeline.stages.warm_up_images(_sample_frame())
+        policy.calibrate(head_ms, local_ms, head.warm_overhead_ms, image_ms)
     source = open_source(settings.source, settings.pipeline.queue, pipeline.on_source_drop)
     metrics_port = None
     if settings.metrics.enabled:

@@ -129,13 +129,18 @@ class AdaptivePolicy:
         self.link.probed(clock())  # the probe budget accrues from the start
 
     def calibrate(
-        self, head_ms: dict[float, float], local_ms: float | None, overhead_ms: float | None = None
+        self,
+        head_ms: dict[float, float],
+        local_ms: float | None,
+        overhead_ms: float | None = None,
+        image_ms: dict[str, float] | None = None,
     ) -> None:
         """Start from costs measured on this device (the runners' warm-up), not the bundle's
         profile from another machine: the first decisions are then about this device's load.
         `overhead_ms`: preprocess + prefilter, warm. Without it the first frame's would be the
         estimate, and a first frame is slow (a cold cache, a CPU quota the warm-up spent): at
-        70 ms × 15 fps no plan looks sustainable until a slow EWMA forgets it."""
+        70 ms × 15 fps no plan looks sustainable until a slow EWMA forgets it. `image_ms`: each
+        image branch's encode, by branch id."""
         with self._lock:
             if overhead_ms is not None:
                 self.device.overhead.add(overhead_ms)
@@ -144,6 +149,8 @@ class AdaptivePolicy:
                     self.device.observe(branch.id, head_ms[branch.width], branch.device_ms)
                 elif branch.kind == "local" and local_ms is not None:
                     self.device.observe(branch.id, local_ms, branch.device_ms)
+                elif image_ms is not None and branch.id in image_ms:
+                    self.device.observe(branch.id, image_ms[branch.id], branch.device_ms)
 
     # -- BranchPolicy ------------------------------------------------------------------------------
     def choose(self, frame: Frame) -> Choice:

@@ -4,7 +4,7 @@ real edge server behind a simulated link whose rate drops mid-clip."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from device_client.local import LocalRunner
 from device_client.metrics import DeviceMetrics
 from device_client.outcomes import Outcome
 from device_client.pipeline import Pipeline
+from device_client.policy import FixedBranch
 from device_client.scheduler import AdaptivePolicy
 from device_client.simlink import SimulatedLink
 from device_client.sources import Frame, GeneratedFrames, ShapesGenerator
@@ -29,7 +30,7 @@ from shared.errors import ConfigError
 from shared.results import Detection, ServerTimings
 from shared.wire import pb
 from tests.device_client.bundle_factory import scene
-from tests.device_client.conftest import EdgeProcess, free_port
+from tests.device_client.conftest import DaemonProcess, EdgeProcess, free_port
 from tests.device_client.test_pipeline import ListSink, answer_ok
 
 # -- a manifest with a real trade-off ----------------------------------------------------------
@@ -333,6 +334,36 @@ def test_a_slow_first_frame_does_not_make_every_plan_unsustainable(manifest: Man
     assert first_choice(None) == ("split-w050", 8)
 
 
+def test_calibration_starts_image_branches_from_their_measured_encode(
+        manifest: Manifest) -> None:
+    """An image branch whose warm-up encode took 400 ms here is not planned at its profile's
+    1 ms: nothing it sends could meet a 300 ms SLA."""
+
+    def first_choice(image_ms: dict[str, float] | None) -> str:
+        policy = AdaptivePolicy(manifest, SchedulerConfig(switch_up_after=1), sla_ms=300, fps=15)
+        policy.calibrate({1.0: 4.0, 0.5: 3.0}, 70.0, 2.0, image_ms)
+        feed_link(policy, mbit=20, frames=1)
+        return policy.choose(frame(0)).branch.id
+
+    assert first_choice(None) == "jpeg-q90"
+    assert first_choice({"jpeg-q90": 400.0}) == "split-w100"
+
+
+def test_stages_time_every_image_codec_warm(bundle_dir: Path) -> None:
+    from device_client.stages import Stages
+
+    bundle = load_bundle(bundle_dir)
+    stages = Stages(manifest=bundle.manifest, head=HeadRunner(bundle, threads=1),
+                    policy=FixedBranch.from_manifest(bundle.manifest, None),
+                    metrics=DeviceMetrics(), config=PipelineConfig(),
+                    edge=EdgeConfig(target="127.0.0.1:1"), stream_id="warm",
+                    edge_available=lambda: True)
+    image_branches = {b.id for b in bundle.manifest.branches if b.kind in ("jpeg", "webp")}
+    measured = stages.warm_up_images(np.zeros((240, 320, 3), np.uint8))
+    assert image_branches and set(measured) == image_branches
+    assert all(ms > 0 for ms in measured.values())
+
+
 def test_hysteresis_holds_a_plan_that_still_fits(manifest: Manifest) -> None:
     policy = AdaptivePolicy(manifest, SchedulerConfig(switch_up_after=5), sla_ms=300, fps=15)
     feed_link(policy, mbit=0.3)
@@ -475,3 +506,24 @@ def test_link_drop_mid_clip_leaves_jpeg_for_plans_within_the_sla(demo_edge: Edge
     drained = [r for r in after if r["frame_id"] >= drop_at + 60 and not r["decision"]["probe"]]
     assert drained and all(r["decision"]["predicted_ms"] <= sla_ms for r in drained), show(drained)
     assert all("decision" in r for r in records.values())
+
+
+def test_daemon_runs_the_adaptive_policy_calibrated_on_this_device(
+    demo_edge: EdgeProcess, daemons: Callable[..., DaemonProcess]
+) -> None:
+    """`splitedge device run` with the adaptive policy: its warm-up times the heads, the local
+    model, the per-frame overhead and every image codec before the first frame, every frame
+    has one outcome, and every decided frame says what the scheduler predicted."""
+    frames = 24
+    daemon = daemons({
+        "device_id": "cam-adaptive",
+        "bundle": {"path": str(DEMO_BUNDLE)},
+        "source": scene(frames=frames, fps=15.0).model_dump(mode="json"),
+        "edge": {"target": f"127.0.0.1:{demo_edge.grpc_port}", "sla_ms": 2000},
+        "pipeline": {"policy": "adaptive"},
+    }).start()
+    assert daemon.wait_exit() == 0, daemon.log
+    outcomes = daemon.outcomes()
+    assert sorted(o["frame_id"] for o in outcomes) == list(range(frames))
+    decided = [o for o in outcomes if o["kind"] in ("edge", "local", "tracked")]
+    assert decided and all(o["decision"]["predicted_ms"] is not None for o in decided), outcomes
