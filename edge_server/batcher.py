@@ -4,7 +4,8 @@ Admission comes first, before a frame costs anything (`admit` decodes only once 
   - the queue is bounded: past `max_pending` frames (queued, or admitted and being decoded) a
     frame is refused with Overloaded and a retry hint — unless another client holds more than
     its share, in which case that client's newest frame is shed instead, so one client's
-    overload falls on that client first;
+    overload falls on that client first (if all its frames are still being decoded, the next
+    of them to finish decoding is shed: a decode in progress is not interrupted);
   - a frame that cannot make its deadline — given the frames ahead of it in the round-robin and
     the branch's robust per-frame estimate (edge_server/estimate.py) — is refused with
     DeadlineMissed, not decoded, not computed. When the estimate has not been refreshed for
@@ -87,6 +88,9 @@ class DynamicBatcher(Generic[In, Out]):
         self._queues: dict[str, deque[_Queued[In, Out]]] = {}
         self._queued = 0
         self._reserved: Counter[str] = Counter()  # admitted, still being prepared (decoded)
+        # per client, frames being prepared that are shed once prepared: room made for another
+        # client while every frame this one held was still decoding
+        self._owed: Counter[str] = Counter()
         self.compute = FrameCostEstimate(prior_s_per_frame)
         self.prepare = FrameCostEstimate()
         self._wakeup = asyncio.Event()
@@ -149,6 +153,17 @@ class DynamicBatcher(Generic[In, Out]):
             self._reserved[client] -= 1
             if self._reserved[client] <= 0:
                 del self._reserved[client]
+            owed = self._owed[client] > 0
+            if owed:
+                self._owed[client] -= 1
+                if self._owed[client] <= 0:
+                    del self._owed[client]
+        if owed:
+            raise Overloaded(
+                "shed to make room for another client: this frame was still being decoded "
+                f"when your frames held more than your share of the {self.max_pending} places",
+                retry_after_ms=self.retry_after_ms(),
+            )
         if self._closed:
             raise ShuttingDown("the server is shutting down and takes no new frames")
         now = time.monotonic()
@@ -170,7 +185,7 @@ class DynamicBatcher(Generic[In, Out]):
     def load(self, client: str) -> int:
         """Frames of `client` queued or being prepared."""
         queue = self._queues.get(client)
-        return (len(queue) if queue else 0) + self._reserved[client]
+        return (len(queue) if queue else 0) + self._reserved[client] - self._owed[client]
 
     async def close(self) -> None:
         """Stop taking frames; answer every queued one (computed or deadline-missed); return."""
@@ -181,13 +196,18 @@ class DynamicBatcher(Generic[In, Out]):
 
     # -- admission -------------------------------------------------------------------------------
     def _make_room(self, client: str) -> None:
-        if self._queued + self._reserved.total() < self.max_pending:
+        held_now = self._queued + self._reserved.total() - self._owed.total()
+        if held_now < self.max_pending:
             return
         mine = self.load(client)
-        heaviest = max(self._queues, key=self.load, default=None)
+        heaviest = max(set(self._queues) | set(self._reserved), key=self.load, default=None)
         if heaviest is not None and heaviest != client and self.load(heaviest) > mine + 1:
-            # Shed the heaviest client's newest frame: its oldest are closest to being served.
             held = self.load(heaviest)
+            if heaviest not in self._queues:
+                # Every frame it holds is being decoded: the next to finish is shed instead.
+                self._owed[heaviest] += 1
+                return
+            # Shed the heaviest client's newest frame: its oldest are closest to being served.
             victim = self._queues[heaviest].pop()
             self._queued -= 1
             if not self._queues[heaviest]:
@@ -202,7 +222,7 @@ class DynamicBatcher(Generic[In, Out]):
                 )
             return
         raise Overloaded(
-            f"{self._queued + self._reserved.total()} frames already queued for this model branch "
+            f"{held_now} frames already queued for this model branch "
             f"(max_pending={self.max_pending}); {mine} of them yours",
             retry_after_ms=self.retry_after_ms(),
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -251,6 +252,37 @@ def test_clients_are_served_round_robin_and_the_heaviest_is_shed_first(executor)
         order = [b[0] for b in run.batches]
         # Honest frames are not stuck behind the greedy backlog: they interleave with it.
         assert order.index(100) <= 2
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_client_whose_frames_are_all_decoding_is_still_shed_first(executor) -> None:
+    """The greedy client's frames fill every place while they are still being decoded (nothing
+    of theirs is queued yet, so nothing can be popped): the honest frame is admitted anyway, and
+    the greedy frame that finishes decoding next is shed in its place."""
+
+    async def main() -> None:
+        run = Scripted(0.01)
+        batcher = make(run, executor, max_batch_size=1, max_pending=4)
+
+        def decoding(item: int) -> Callable[[], Awaitable[int]]:
+            async def prepare() -> int:
+                await asyncio.sleep(0.1)
+                return item
+            return prepare
+
+        greedy = [asyncio.ensure_future(batcher.admit(decoding(i), client="greedy"))
+                  for i in range(4)]
+        await asyncio.sleep(0.01)  # all four are decoding
+        honest = await batcher.submit(100, client="honest")
+        assert honest[0] == 200
+        results = await asyncio.gather(*greedy, return_exceptions=True)
+        shed = [r for r in results if isinstance(r, Overloaded)]
+        assert len(shed) == 1 and "still being decoded" in str(shed[0])
+        served = [r[0] for r in results if not isinstance(r, BaseException)]
+        assert len(served) == 3 and set(served) < {0, 2, 4, 6}
+        assert batcher.pending == 0 and batcher.load("greedy") == 0
         await batcher.close()
 
     asyncio.run(main())
