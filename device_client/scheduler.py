@@ -264,12 +264,13 @@ class AdaptivePolicy:
             transfer, rest, own_ms = self._latency_terms(branch)
             latency = transfer + rest
             device = self.device.mean_ms(branch.id, branch.device_ms)
+            sent = self._bytes_mean(branch) if branch.kind in REMOTE_KINDS else 0.0
             for k in self.config.intervals:
                 per_second_device = (device + (k - 1) * track_ms) / k * self.fps
                 device_ok = per_second_device <= budget_ms
                 link_ok = True
                 if branch.kind in REMOTE_KINDS:
-                    mbit = self._bytes_mean(branch) * 8 * self.fps / k / 1e6
+                    mbit = sent * 8 * self.fps / k / 1e6
                     link_ok = mbit <= link_mbit * self.config.link_utilization
                 fits = latency <= budget and device_ok and link_ok
                 # Ruled out by the link alone: it would fit at any throughput.
@@ -277,14 +278,13 @@ class AdaptivePolicy:
                 remote_limited = (not fits and device_ok and branch.kind in REMOTE_KINDS
                                   and own_ms <= budget)
                 accuracy = self.accuracy(branch, k)
-                sent_kb = self._bytes_mean(branch) / k / 1e3 if branch.kind in REMOTE_KINDS else 0.0
                 plans.append(
                     Plan(
                         branch,
                         k,
                         latency,
                         accuracy,
-                        accuracy - self.config.byte_price * sent_kb,
+                        accuracy - self.config.byte_price * sent / k / 1e3,
                         fits,
                         device_ok and link_ok,
                         link_limited,
