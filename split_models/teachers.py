@@ -115,6 +115,11 @@ TEACHERS: dict[str, TeacherSpec] = {
             "tiny_fasterrcnn_ctx", "detection", _tiny(partial(tiny_fasterrcnn, context=2.0), 4),
             None, "backbone.body", "layer1",
         ),
+        # the same whose pyramid also carries each position's self-similarity
+        TeacherSpec(
+            "tiny_fasterrcnn_rep", "detection",
+            _tiny(partial(tiny_fasterrcnn, repetition=True), 4), None, "backbone.body", "layer1",
+        ),
         TeacherSpec(
             "small_fasterrcnn", "detection", _tiny(small_fasterrcnn, 4), None,
             "backbone.body", "layer1",

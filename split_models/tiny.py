@@ -16,6 +16,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 
 TINY_WIDTHS = (16, 32, 64, 128)
 SMALL_WIDTHS = (8, 16, 32, 64)
@@ -108,6 +109,55 @@ class ContextRoIPool(MultiScaleRoIAlign):  # type: ignore[misc]  # FasterRCNN ch
         return torch.cat([(centre - half).clamp(min=0), torch.minimum(centre + half, size)], 1)
 
 
+class RepetitionFeatures(ExtraFPNBlock):  # type: ignore[misc]  # FPN checks the type
+    """Local self-similarity (Shechtman and Irani, CVPR 2007) added to every pyramid level: at
+    each position, the cosine between its feature and the feature `r` cells away, for radii
+    `RADII` in 8 directions (the larger of each opposite pair), mapped by a 1x1 convolution and
+    added to the level. A tile of a checkerboard looks like a square to any filter that sees
+    only it and its border; what gives it away is that the same feature recurs at a lattice's
+    period all around, which an object on a background does not. The cue is the same whatever
+    the repeated shape is, so a rule learnt on repeated circles or bricks can carry over to
+    repeated squares. Then the usual extra level (torchvision's `LastLevelMaxPool`)."""
+
+    RADII = (2, 3, 5, 8, 12)
+    DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
+    COMPARED = 8  # channels the cosine compares: a learnt projection, for a quarter the cost
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.project = nn.Conv2d(channels, self.COMPARED, 1, bias=False)
+        self.offsets = [(dy * r, dx * r) for r in self.RADII for dy, dx in self.DIRECTIONS]
+        self.mix = nn.Conv2d(len(self.offsets), channels, 1)
+        self.silence()
+        self.pool = LastLevelMaxPool()
+
+    def silence(self) -> None:
+        """Zero the cue's weights: the detector starts as the plain one and training decides
+        what the cue is worth."""
+        assert self.mix.bias is not None
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+
+    def similarity(self, x: Tensor) -> Tensor:
+        x = self.project(x)
+        unit = x / (x.norm(dim=1, keepdim=True) + 1e-6)
+        reach = max(self.RADII)
+        padded = nn.functional.pad(unit, (reach, reach, reach, reach))
+        height, width = x.shape[-2:]
+        maps = []
+        for dy, dx in self.offsets:
+            ahead = padded[:, :, reach + dy:reach + dy + height, reach + dx:reach + dx + width]
+            behind = padded[:, :, reach - dy:reach - dy + height, reach - dx:reach - dx + width]
+            maps.append(torch.maximum((unit * ahead).sum(1), (unit * behind).sum(1)))
+        return torch.stack(maps, 1)
+
+    def forward(self, results: list[Tensor], x: list[Tensor],
+                names: list[str]) -> tuple[list[Tensor], list[str]]:
+        results = [level + self.mix(self.similarity(level)) for level in results]
+        out: tuple[list[Tensor], list[str]] = self.pool(results, x, names)
+        return out
+
+
 def tiny_fasterrcnn(
     num_classes: int = 4,
     min_size: int = 320,
@@ -117,10 +167,12 @@ def tiny_fasterrcnn(
     representation: int = 128,
     ibn: int = 0,
     context: float = 0.0,
+    repetition: bool = False,
 ) -> FasterRCNN:
     """torchvision's Faster R-CNN on a TinyResNet + narrow FPN; ~0.6 M parameters as defaulted
     (the edge teacher), ~0.15 M at `SMALL_WIDTHS` (the device's own model). `context` > 0: the
-    box head also sees each box's surround, that many times its size (`ContextRoIPool`)."""
+    box head also sees each box's surround, that many times its size (`ContextRoIPool`).
+    `repetition`: every pyramid level also carries its self-similarity (`RepetitionFeatures`)."""
     body = TinyResNet(widths=widths, ibn=ibn)
     del body.avgpool, body.fc  # IntermediateLayerGetter stops at layer4 anyway; keep it lean
     backbone = BackboneWithFPN(
@@ -128,7 +180,10 @@ def tiny_fasterrcnn(
         return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
         in_channels_list=list(widths),
         out_channels=fpn_channels,
+        extra_blocks=RepetitionFeatures(fpn_channels) if repetition else None,
     )
+    if repetition:  # the FPN re-initializes every convolution it holds
+        backbone.fpn.extra_blocks.silence()
     anchors = AnchorGenerator(
         sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5
     )

@@ -30,3 +30,31 @@ def test_clip_truth_matches_the_scene_and_empty_stretches_are_empty(tmp_path: Pa
     # and nothing is drawn there: the frame is the third segment's background alone
     empty = np.asarray(Image.open(folder / "000120.png").convert("RGB"))
     assert np.array_equal(empty, MovingScene(102, objects_=0).frame(0).image)
+
+
+def test_score_reports_how_steady_the_split_head_ran() -> None:
+    """Each policy's row carries the split head's p50 / p90 ms (what the CPU quota did to the
+    device); a policy that never ran a head says so instead of inventing a figure."""
+    import argparse
+
+    from benchmarks.scheduler import score, table
+
+    truth = {"images": [{"id": i} for i in range(4)], "annotations": [],
+             "categories": [{"id": 1, "name": "circle"}]}
+    args = argparse.Namespace(fps=10.0, sla_ms=300.0)
+
+    def record(i: int, timings: dict[str, float]) -> dict[str, object]:
+        return {"frame_id": i, "kind": "edge", "branch": "split-w100", "bytes_sent": 100,
+                "capture_time_unix_ns": int((100 + i / 10) * 1e9), "detections": [],
+                "timings_ms": {"total": 50.0, **timings}}
+
+    split = score([record(i, {"head": ms}) for i, ms in enumerate([4, 5, 6, 90])], truth,
+                  args, 100.0)
+    local = score([record(i, {"local": 9.0}) for i in range(4)], truth, args, 100.0)
+    assert split["head_ms_p50_p90"] == [5.5, 64.8] and split["sla_hit"] == 1.0
+    assert local["head_ms_p50_p90"] is None
+    rows = table({"trace": "t.csv", "seconds": 0.4, "fps": 10.0, "sla_ms": 300.0,
+                  "cpu_quota": 0.25, "cpu_period_ms": 10.0,
+                  "policies": {"split-w100": split, "local": local}}).splitlines()
+    assert "0.25 of every 10 ms" in rows[0]
+    assert rows[-2].endswith("| 5.5 / 64.8 |") and rows[-1].endswith("| — |")

@@ -123,3 +123,42 @@ def test_context_teacher_box_head_reads_both_regions() -> None:
     losses = model([torch.rand(3, 120, 160)], [target])
     sum(losses.values()).backward()  # type: ignore[union-attr]
     assert model.roi_heads.box_head.fc6.weight.grad is not None
+
+
+def test_repetition_features_tell_a_tiling_from_a_lone_shape() -> None:
+    """RepetitionFeatures: where the feature recurs a lattice period away (a checkerboard of
+    6-cell tiles), the cosine at offset 12 (a tile's own colour, two tiles along) is ~1 on
+    every direction; at a lone patch on a flat field it is not. So the cue the pyramid gets
+    depends on repetition, not on the shape repeated."""
+    from split_models.tiny import RepetitionFeatures
+
+    torch.manual_seed(0)
+    block = RepetitionFeatures(4)
+    nn = torch.nn
+    block.project = nn.Identity()  # compare the features themselves
+    a, b = torch.randn(4), torch.randn(4)
+    yy, xx = torch.meshgrid(torch.arange(48), torch.arange(48), indexing="ij")
+    parity = ((yy // 6 + xx // 6) % 2).float()
+    checker = (a[:, None, None] * parity + b[:, None, None] * (1 - parity))[None]
+    lone = b[:, None, None].expand(4, 48, 48).clone()[None]
+    lone[:, :, 21:27, 21:27] = a[:, None, None]
+    far = [i for i, (dy, dx) in enumerate(block.offsets) if (abs(dy), abs(dx)) in
+           {(0, 12), (12, 0), (12, 12)}]
+    centre = (slice(None), far, 24, 24)
+    assert block.similarity(checker)[centre].min() > 0.99
+    assert (block.similarity(lone)[centre] - a @ b / (a.norm() * b.norm())).abs().max() < 1e-4
+
+
+def test_repetition_teacher_starts_as_the_plain_pyramid() -> None:
+    """The cue enters through a zero-initialized 1x1 convolution (the FPN re-initializes every
+    convolution it holds, so the zeros are set after it): training decides its weight."""
+    model = build_teacher("tiny_fasterrcnn_rep").eval()
+    mix = model.backbone.fpn.extra_blocks.mix
+    assert mix.weight.abs().sum() == 0 and mix.bias.abs().sum() == 0
+    x = torch.rand(1, 3, 64, 96)
+    features = model.backbone(x)
+    assert list(features) == ["0", "1", "2", "3", "pool"]
+    with torch.no_grad():
+        mix.weight.normal_()
+    changed = model.backbone(x)
+    assert not torch.allclose(features["0"], changed["0"])
