@@ -110,14 +110,15 @@ class ContextRoIPool(MultiScaleRoIAlign):  # type: ignore[misc]  # FasterRCNN ch
 
 
 class RepetitionFeatures(ExtraFPNBlock):  # type: ignore[misc]  # FPN checks the type
-    """Local self-similarity (Shechtman and Irani, CVPR 2007) added to every pyramid level: at
-    each position, the cosine between its feature and the feature `r` cells away, for radii
-    `RADII` in 8 directions (the larger of each opposite pair), mapped by a 1x1 convolution and
-    added to the level. A tile of a checkerboard looks like a square to any filter that sees
-    only it and its border; what gives it away is that the same feature recurs at a lattice's
-    period all around, which an object on a background does not. The cue is the same whatever
-    the repeated shape is, so a rule learnt on repeated circles or bricks can carry over to
-    repeated squares. Then the usual extra level (torchvision's `LastLevelMaxPool`)."""
+    """Local self-similarity (Shechtman and Irani, CVPR 2007) added to every pyramid level: at each
+    position, the cosine between its feature and the feature `r` cells away, for radii `RADII`
+    along 4 directions both ways (the larger of each opposite pair: 20 maps), mapped by a 1x1
+    convolution and added to the level. A tile of a checkerboard looks like a square to any
+    filter that sees only it and its border; what gives it away is that the same feature recurs
+    at a lattice's period all around, which an object on a background does not. The cue is the
+    same whatever the repeated shape is, so a rule learnt on repeated circles or bricks can
+    carry over to repeated squares. Then the usual extra level (torchvision's
+    `LastLevelMaxPool`)."""
 
     RADII = (2, 3, 5, 8, 12)
     DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
