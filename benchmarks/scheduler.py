@@ -31,13 +31,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,9 @@ def main() -> int:
                 policy, args, frames_dir, grpc_port, out / policy, shaper, trace
             )
             runs[policy] = records
-            results[policy] = score(records, truth, args, started)
+            results[policy] = score(
+                records, truth, args, started, outage_ends(trace, args.seconds)
+            )
             print(f"{policy}: {results[policy]}", file=sys.stderr, flush=True)
     report = {
         "trace": str(args.trace),
@@ -342,8 +345,27 @@ def _replay(
 
 
 # -- scores ---------------------------------------------------------------------------------------
+OUTAGE_MBIT = 0.1  # a trace row below this is an outage: a frame's bytes do not cross in time
+
+
+def outage_ends(trace: list[tuple[float, float]], seconds: float) -> list[float]:
+    """The clip times (s) at which the trace's outages end, within the first `seconds`."""
+    ends, before = [], None
+    for start, rate in trace:
+        if start >= seconds:
+            break
+        if before is not None and before < OUTAGE_MBIT <= rate:
+            ends.append(start)
+        before = rate
+    return ends
+
+
 def score(
-    records: list[dict[str, Any]], truth: dict[str, Any], args: argparse.Namespace, started: float
+    records: list[dict[str, Any]],
+    truth: dict[str, Any],
+    args: argparse.Namespace,
+    started: float,
+    outages_end: Sequence[float] = (),
 ) -> dict[str, Any]:
     frames = len(truth["images"])
     by_id = {r["frame_id"]: r for r in records}
@@ -386,9 +408,24 @@ def score(
         "head_ms_p50_p90": [round(float(v), 1) for v in np.percentile(heads, [50, 90])]
         if heads else None,
         "switches": switches,
+        "edge_after_outage_s": edge_after(by_id, outages_end, args.fps, frames),
         "outcomes": len(records),
         "frames": frames,
     }
+
+
+def edge_after(
+    by_id: dict[int, dict[str, Any]], outages_end: Sequence[float], fps: float, frames: int
+) -> list[float | None]:
+    """Per outage, seconds from its end to the first frame the edge answered on the plan's own
+    branch (a probe is the policy asking, not using the edge); None: not before the clip ended."""
+    back: list[float | None] = []
+    for end in outages_end:
+        first = next((i for i in range(math.ceil(end * fps), frames)
+                      if (r := by_id.get(i)) is not None and r["kind"] == "edge"
+                      and not (r.get("decision") or {}).get("probe")), None)
+        back.append(None if first is None else round(first / fps - end, 2))
+    return back
 
 
 def coco_map(truth: dict[str, Any], detections: list[dict[str, Any]]) -> float:
@@ -417,14 +454,19 @@ def table(report: dict[str, Any]) -> str:
         f"SLA {report['sla_ms']} ms, device CPU quota {report['cpu_quota']} of every "
         f"{report['cpu_period_ms']:g} ms",
         "",
-        "| policy | SLA hit | mAP | bytes/frame | switches | split head ms p50 / p90 |",
-        "|---|---|---|---|---|---|",
+        "| policy | SLA hit | mAP | bytes/frame | switches | split head ms p50 / p90 "
+        "| edge again after an outage, s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in report["policies"].items():
         heads = r.get("head_ms_p50_p90")
+        # "never": not on the edge again before the clip ended
+        back = ", ".join("never" if b is None else f"{b:.2f}"
+                         for b in r.get("edge_after_outage_s", [])) or "—"
         lines.append(
             f"| {name} | {r['sla_hit']:.1%} | {r['map']:.3f} | {r['bytes_per_frame']:.0f} | "
-            f"{r['switches']} | {' / '.join(f'{v:.1f}' for v in heads) if heads else '—'} |"
+            f"{r['switches']} | {' / '.join(f'{v:.1f}' for v in heads) if heads else '—'} "
+            f"| {back} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -224,6 +224,12 @@ class SchedulerConfig(_Section):
     probe_budget: float = Field(
         default=0.05, gt=0, le=0.5, description="probe bytes ≤ this share of the link's capacity"
     )
+    recovery_replies: int = Field(
+        default=3,
+        ge=1,
+        description="after a stall, each of the first this many replies restarts the round-trip"
+        " estimate if shorter (1: only the first reply back does)",
+    )
     link_utilization: float = Field(
         default=0.8, gt=0, le=1, description="a plan may fill at most this share of the link"
     )

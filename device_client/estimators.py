@@ -93,7 +93,15 @@ class LinkEstimator:
     # (RFC 6298 §5 lets TCP clear srtt/rttvar after repeated backoffs). Otherwise a link that
     # came back stays ruled out for the many probes an EWMA needs to forget a second-long stall.
     stale_after_timeouts: int = 3
+    # ...and the replies right after a stall are inflated by the queues it left (the uplink's
+    # buffer, the edge's): the first one back measured 146 ms uplink where the link's own was
+    # 40-60 ms, and restarting from it alone left mean + 2 deviations near 290 ms for ~7 probes.
+    # So each of the first `recovery_replies` replies (the restarting one included) restarts the
+    # estimate again if it is shorter still: the estimate starts from the least of them, as
+    # BBR keeps a windowed minimum of the round trip.
+    recovery_replies: int = 3
     _timeouts_in_row: int = 0
+    _recovery_left: int = 0
     _base_rtt_ms: float | None = None
     _last_probe: float | None = None
     _last_rate: float = 0.0
@@ -114,15 +122,7 @@ class LinkEstimator:
             # Below a millisecond or a fifth of the RTT floor, jitter is the larger part.
             if nbytes < self.min_rate_bytes or base is None or transfer_ms < max(1.0, 0.2 * base):
                 if not queued:
-                    mean = self._rtt.mean
-                    if mean is not None and network_ms < mean:
-                        if self._timeouts_in_row >= self.stale_after_timeouts:
-                            self._rtt.restart(network_ms)
-                        else:
-                            self._rtt.add(network_ms)
-                        self._timeouts_in_row = 0
-                    else:  # as long as the stall's own round trips (a late reply): no news
-                        self._rtt.add(network_ms)
+                    self._rtt_sample(network_ms)
                     # The floor: the least round trip seen, allowed to creep up if the path
                     # changed.
                     self._base_rtt_ms = (
@@ -138,6 +138,20 @@ class LinkEstimator:
                 return
             self._rate_sample(nbytes * 8 / (transfer_ms * 1e3), transfer_ms / 1e3)
 
+    def _rtt_sample(self, network_ms: float) -> None:
+        mean = self._rtt.mean
+        # Not shorter (a late reply, as long as the stall's own round trips): no news.
+        shorter = mean is not None and network_ms < mean
+        if shorter and self._timeouts_in_row >= self.stale_after_timeouts:
+            self._recovery_left = self.recovery_replies
+        if shorter and self._recovery_left > 0:
+            self._rtt.restart(network_ms)
+        else:
+            self._rtt.add(network_ms)
+        self._recovery_left = max(self._recovery_left - 1, 0)
+        if shorter:
+            self._timeouts_in_row = 0
+
     def observe_timeout(self, nbytes: int, waited_ms: float, queued: bool = False) -> None:
         """No reply within `waited_ms`. A large frame: the link carried less than its bytes in
         that time. A small one says less (the edge or this device may have been the slow part):
@@ -148,6 +162,7 @@ class LinkEstimator:
                 if not queued:
                     self._rtt.add(waited_ms)
                     self._timeouts_in_row += 1
+                    self._recovery_left = 0  # not back after all
                 return
             transfer_ms = waited_ms - (self._base_rtt_ms or 0.0)
             if transfer_ms <= 0:

@@ -40,7 +40,9 @@ probe's, not the link's, and the estimate skips it (Karn's rule). An outage push
 trip up with every frame that finds no reply; once several have in a row, the first reply
 shorter than the estimate restarts it (`LinkEstimator.stale_after_timeouts`, as RFC 6298 lets
 TCP clear srtt after repeated backoffs), so one good probe brings the edge back rather than the
-dozen an EWMA needs to forget a stall.
+dozen an EWMA needs to forget a stall. The first replies back still wait on the queues the stall
+left, so each of the first few restarts it again if shorter (`recovery_replies`): the estimate
+starts from the least of them.
 
 Never imports torch.
 """
@@ -107,7 +109,10 @@ class AdaptivePolicy:
         self.clock = clock
         self.branches = _candidates(manifest, config.branches)
         self.link = LinkEstimator(
-            initial_mbit=config.initial_mbit, safety=config.safety, probe_budget=config.probe_budget
+            initial_mbit=config.initial_mbit,
+            safety=config.safety,
+            probe_budget=config.probe_budget,
+            recovery_replies=config.recovery_replies,
         )
         self.edge = EdgeLoad()
         self.device = Contention()

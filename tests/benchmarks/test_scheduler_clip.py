@@ -57,4 +57,38 @@ def test_score_reports_how_steady_the_split_head_ran() -> None:
                   "cpu_quota": 0.25, "cpu_period_ms": 10.0,
                   "policies": {"split-w100": split, "local": local}}).splitlines()
     assert "0.25 of every 10 ms" in rows[0]
-    assert rows[-2].endswith("| 5.5 / 64.8 |") and rows[-1].endswith("| — |")
+    assert rows[-2].endswith("| 5.5 / 64.8 | — |") and rows[-1].endswith("| — | — |")
+
+
+def test_score_says_how_soon_the_edge_answered_again_after_each_outage() -> None:
+    """An outage is a trace row below `OUTAGE_MBIT`; once it ends, the first frame the edge
+    answers on the plan's own branch says when the policy used the edge again. A probe is the
+    policy asking, not using; a policy never back on the edge says so."""
+    import argparse
+
+    from benchmarks.scheduler import outage_ends, score, table
+
+    trace = [(0.0, 20.0), (1.0, 0.02), (2.0, 0.02), (3.0, 18.0), (5.0, 0.05), (6.0, 9.0)]
+    assert outage_ends(trace, seconds=10) == [3.0, 6.0]
+    assert outage_ends(trace, seconds=4) == [3.0]
+    truth = {"images": [{"id": i} for i in range(40)], "annotations": [],
+             "categories": [{"id": 1, "name": "circle"}]}
+    args = argparse.Namespace(fps=5.0, sla_ms=300.0)
+
+    def record(i: int, kind: str, probe: bool = False) -> dict[str, object]:
+        return {"frame_id": i, "kind": kind, "branch": "split-w100", "bytes_sent": 100,
+                "capture_time_unix_ns": int((100 + i / 5) * 1e9), "detections": [],
+                "decision": {"probe": probe}, "timings_ms": {"total": 50.0}}
+
+    # the link is back at 3 s (frame 15): a probe at frame 16, the edge again from frame 18
+    records = [record(i, "edge" if i < 5 or i >= 18 else "local", probe=i == 16)
+               for i in range(40)]
+    records[16]["kind"] = "edge"
+    result = score(records, truth, args, 100.0, [3.0])
+    assert result["edge_after_outage_s"] == [0.6]
+    stayed = score([record(i, "local") for i in range(40)], truth, args, 100.0, [3.0])
+    assert stayed["edge_after_outage_s"] == [None]
+    rows = table({"trace": "t.csv", "seconds": 8.0, "fps": 5.0, "sla_ms": 300.0,
+                  "cpu_quota": 0.25, "cpu_period_ms": 10.0,
+                  "policies": {"adaptive": result, "local": stayed}}).splitlines()
+    assert rows[-2].endswith("| 0.60 |") and rows[-1].endswith("| never |")

@@ -279,6 +279,45 @@ def test_a_stall_round_trip_is_restarted_only_by_a_faster_reply() -> None:
     assert queued.estimate().rtt_ms > 800
 
 
+def test_after_a_stall_the_round_trip_restarts_from_the_least_of_the_first_replies() -> None:
+    """The first replies after a stall still wait on the queues it left: each of the first
+    `recovery_replies` that is shorter than the estimate restarts it again, so the estimate
+    starts from the least of them; later replies, or any after a new timeout, are averaged."""
+    def stalled() -> LinkEstimator:
+        link = LinkEstimator(initial_mbit=10.0)
+        for _ in range(20):
+            link.observe_transfer(320, 40.0)
+        for i in range(6):
+            link.observe_timeout(320, 800.0 + 100 * i)
+        return link
+
+    link = stalled()
+    link.observe_transfer(320, 146.0)  # the first reply back, behind the stall's queue
+    assert link.estimate().rtt_mean_ms == 146.0
+    link.observe_transfer(320, 170.0)  # longer: averaged, and it uses up one reply
+    assert link.estimate().rtt_mean_ms > 146.0
+    link.observe_transfer(320, 45.0)  # the third reply: still within the window, restarts
+    assert link.estimate().rtt_mean_ms == 45.0
+    assert link.estimate().rtt_ms == pytest.approx(90.0)
+    link.observe_transfer(320, 30.0)  # the window is over: averaged as any reply
+    assert 30.0 < link.estimate().rtt_mean_ms < 45.0
+
+    single = LinkEstimator(initial_mbit=10.0, recovery_replies=1)  # the old rule
+    for _ in range(20):
+        single.observe_transfer(320, 40.0)
+    for i in range(6):
+        single.observe_timeout(320, 800.0 + 100 * i)
+    single.observe_transfer(320, 146.0)
+    single.observe_transfer(320, 45.0)
+    assert single.estimate().rtt_ms > 200  # mean + 2 deviations still near twice the first
+
+    cut = stalled()
+    cut.observe_transfer(320, 146.0)
+    cut.observe_timeout(320, 900.0)  # not back after all: the window closes
+    cut.observe_transfer(320, 45.0)
+    assert cut.estimate().rtt_mean_ms > 100
+
+
 def test_decisions_follow_the_estimates(manifest: Manifest) -> None:
     policy = AdaptivePolicy(manifest, SchedulerConfig(switch_up_after=1), sla_ms=300, fps=15)
     feed_link(policy, mbit=20)
