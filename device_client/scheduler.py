@@ -232,10 +232,10 @@ class AdaptivePolicy:
 
     # -- the models --------------------------------------------------------------------------------
     def predict_ms(self, branch: Branch) -> float:
-        transfer, rest, _ = self._latency_terms(branch)
+        transfer, rest, _ = self.latency_terms(branch)
         return transfer + rest
 
-    def _latency_terms(self, branch: Branch) -> tuple[float, float, float]:
+    def latency_terms(self, branch: Branch) -> tuple[float, float, float]:
         """(ms the link's throughput adds, every other ms, this device's own ms) of one frame on
         `branch`, at a high percentile: the terms' means plus `SPREAD` deviations of their sum.
         The terms vary independently, so the sum's deviation is the root of their squares, not
@@ -266,7 +266,7 @@ class AdaptivePolicy:
         )
         plans = []
         for branch in self.branches:
-            transfer, rest, own_ms = self._latency_terms(branch)
+            transfer, rest, own_ms = self.latency_terms(branch)
             latency = transfer + rest
             device = self.device.mean_ms(branch.id, branch.device_ms)
             sent = self._bytes_mean(branch) if branch.kind in REMOTE_KINDS else 0.0
