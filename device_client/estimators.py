@@ -94,8 +94,9 @@ class LinkEstimator:
     # came back stays ruled out for the many probes an EWMA needs to forget a second-long stall.
     stale_after_timeouts: int = 3
     # ...and the replies right after a stall are inflated by the queues it left (the uplink's
-    # buffer, the edge's): the first one back measured 146 ms uplink where the link's own was
-    # 40-60 ms, and restarting from it alone left mean + 2 deviations near 290 ms for ~7 probes.
+    # buffer, the edge's): in a harness run the first one back took 146 ms uplink and the next
+    # ones 40-50 ms, and restarting from it alone left mean + 2 deviations near 290 ms for ~7
+    # probes.
     # So each of the first `recovery_replies` replies (the restarting one included) restarts the
     # estimate again if it is shorter still: the estimate starts from the least of them, as
     # BBR keeps a windowed minimum of the round trip.
