@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.style_shift import coco_scores, detections_as_coco
+from benchmarks.style_shift import SCORE, coco_scores, detections_as_coco
 
 Detection = dict[str, Any]
 
@@ -49,7 +49,7 @@ def most_of_one_class(annotations: list[dict[str, Any]]) -> int:
     return max(counts.values(), default=0)
 
 
-def false_per_empty(found: list[Detection], empty: set[int], score: float = 0.5) -> float:
+def false_per_empty(found: list[Detection], empty: set[int], score: float = SCORE) -> float:
     return sum(d["image_id"] in empty and d["score"] >= score for d in found) / max(len(empty), 1)
 
 
