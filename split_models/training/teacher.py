@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from split_models.data.coco import CocoFrames, Frame, frame_label, open_frames
 from split_models.teachers import IMAGENET_MEAN, IMAGENET_STD, build_teacher, teacher_spec
@@ -187,6 +188,9 @@ def train_teacher(experiment: Experiment, out: Path) -> RunResult:
     model.train()
     optim = config.optim
     optimizer = make_optimizer(optim, [p for p in model.parameters() if p.requires_grad])
+    # the average copies the model before MixStyle hooks it: the saved teacher carries no hooks
+    average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema),
+                             use_buffers=True) if config.ema else None)
     mixstyle = MixStyle(model, config.mixstyle) if config.mixstyle else None
 
     def step(index: int, lr: float) -> dict[str, float]:
@@ -209,13 +213,20 @@ def train_teacher(experiment: Experiment, out: Path) -> RunResult:
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
+        if average is not None:
+            average.update_parameters(model)
         return {"loss": float(loss.detach()),
                 **{k.removeprefix("loss_"): float(v.detach()) for k, v in losses.items()}}
 
+    modules: dict[str, nn.Module] = {"model": model}
+    if average is not None:
+        modules["average"] = average
     result = run_steps(f"teacher {config.teacher.name}", optim, step, out / "teacher.ckpt",
-                       {"model": model}, {"optimizer": optimizer})
+                       modules, {"optimizer": optimizer})
     if mixstyle is not None:
         mixstyle.remove()
+    if average is not None:
+        model = average.module
     transform = getattr(model, "transform", None)
     saved: dict[str, Any] = {
         "name": config.teacher.name, "num_classes": num_classes,

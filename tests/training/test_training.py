@@ -20,14 +20,14 @@ from shared.errors import ConfigError  # noqa: E402
 from split_models.data.synthetic import CLASSES  # noqa: E402
 from split_models.evaluation.report import run_report  # noqa: E402
 from split_models.runtime import TailRuntime  # noqa: E402
-from split_models.training.config import Export, Optim  # noqa: E402
+from split_models.training.config import Export, Optim, TeacherRef  # noqa: E402
 from split_models.training.student import (  # noqa: E402
     StudentTrainer,
     choose_threshold,
     region_loss,
 )
 from split_models.training.student import train_student as run_student  # noqa: E402
-from split_models.training.teacher import train_teacher  # noqa: E402
+from split_models.training.teacher import load_teacher, train_teacher  # noqa: E402
 from tests.training.conftest import SCENE, experiment, optim, stopped_at  # noqa: E402
 
 
@@ -52,6 +52,33 @@ def test_teacher_loss_drops(shapes: Path, tmp_path: Path, name: str, lr: float,
     assert _dropped(result.history, "loss")
     saved = torch.load(tmp_path / "teacher.pt", weights_only=True)
     assert saved["classes"][1:] == list(CLASSES) and saved["num_classes"] == len(CLASSES) + 1
+
+
+def test_teacher_average_is_saved_and_resumes(shapes: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # With `ema`, teacher.pt holds the running average, not the last SGD iterate; the average
+    # lives in the checkpoint, so a run stopped half-way and resumed saves the same teacher.
+    def run(out: Path) -> dict[str, Any]:
+        train_teacher(experiment({
+            "kind": "teacher", "out": str(out), "seed": 1,
+            "data": {"train": str(shapes / "val.json"), "flip": False},
+            "teacher": {"teacher": {"name": "tiny_fasterrcnn", "min_size": 96, "max_size": 128},
+                        "optim": optim(4, batch_size=6, optimizer="sgd", lr=0.01),
+                        "ema": 0.5},
+        }), out)
+        return torch.load(out / "teacher.pt", weights_only=True)  # type: ignore[no-any-return]
+
+    whole = run(tmp_path / "whole")
+    last = torch.load(tmp_path / "whole" / "teacher.ckpt", weights_only=False)["modules"]["model"]
+    assert set(whole["model"]) == set(last)  # the detector's own keys, loadable as one
+    assert any(v.is_floating_point() and not torch.equal(v, whole["model"][k])
+               for k, v in last.items())
+    with stopped_at(monkeypatch, 3):
+        run(tmp_path / "stopped")
+    resumed = run(tmp_path / "stopped")
+    for key, value in whole["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    load_teacher(TeacherRef("tiny_fasterrcnn", str(tmp_path / "whole" / "teacher.pt")))
 
 
 def _student(shapes: Path, teacher: Path, out: Path, method: str, train: str = "val.json",
